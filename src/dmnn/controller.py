@@ -1,0 +1,79 @@
+"""The DMNN controller (§3.2, eqns 5–8): GAP → FC, plus the previous controller's state."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .gates import GateDecision, hard_argmax, straight_through_gumbel
+
+
+class DMNNController(nn.Module):
+    """Decides per sample which of the block's N sub-blocks run.
+
+    z = GAP(X_{l−1}) (eqn 5); V = ReLU(W1·z) (eqn 6); h′ = ReLU(W2·h_{l−1}), h_l = V + h′ (eqn 7;
+    the first controller, or ``prev_state=False``, uses h_l = V); g = W3·h_l + b3 as N×2 [off, on]
+    logits; gates by eqn 8. The on-logit bias starts at ``gate_bias`` so that sub-blocks start
+    mostly on: a network that begins all-off gets no gradient through its sub-blocks.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_paths: int,
+        hidden_dim: int = 32,
+        *,
+        prev_state: bool = True,
+        first: bool = False,
+        num_categories: int = 0,
+        tau: float = 1.0,
+        gate_bias: float = 2.0,
+    ) -> None:
+        super().__init__()
+        if hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")
+        if num_categories < 0:
+            raise ValueError(f"num_categories must be >= 0 (0: no heads), got {num_categories}")
+        if tau <= 0:
+            raise ValueError(f"tau (Gumbel temperature) must be > 0, got {tau}")
+        self.num_paths, self.hidden_dim, self.tau = num_paths, hidden_dim, tau
+        self.fc_in = nn.Linear(in_channels, hidden_dim)  # W1
+        self.fc_prev = nn.Linear(hidden_dim, hidden_dim) if prev_state and not first else None  # W2
+        self.fc_gate = nn.Linear(hidden_dim, 2 * num_paths)  # W3, b3
+        self.category_head = nn.Linear(hidden_dim, num_categories) if num_categories else None
+        with torch.no_grad():
+            bias = self.fc_gate.bias.view(num_paths, 2)
+            bias[:, 0] = 0.0
+            bias[:, 1] = gate_bias
+
+    def hidden(self, x: Tensor, state: Tensor | None) -> Tensor:
+        """h_l of eqns 5–7."""
+        z = x.mean(dim=(2, 3))
+        h = F.relu(self.fc_in(z))
+        if self.fc_prev is not None and state is not None:
+            h = h + F.relu(self.fc_prev(state))
+        return h
+
+    def forward(self, x: Tensor, state: Tensor | None = None) -> GateDecision:
+        h = self.hidden(x, state)
+        logits = self.fc_gate(h).view(-1, self.num_paths, 2)
+        if self.training:
+            hard = straight_through_gumbel(logits, self.tau)[0]
+        else:
+            hard = hard_argmax(logits)
+        probs = F.softmax(logits, dim=-1)[..., 1]
+        category = None
+        if self.category_head is not None and self.training:
+            category = self.category_head(h)
+        return GateDecision(
+            gates=hard[..., 1], probs=probs, state=h, category_logits=category,
+            extras={"logits": logits},
+        )
+
+    def inference_macs(self, in_shape: tuple[int, ...]) -> int:
+        """MACs of W1, W2 and W3 at inference (GAP is not counted; category heads do not run)."""
+        macs = in_shape[0] * self.hidden_dim + self.hidden_dim * 2 * self.num_paths
+        if self.fc_prev is not None:
+            macs += self.hidden_dim * self.hidden_dim
+        return macs

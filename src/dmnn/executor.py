@@ -1,0 +1,77 @@
+"""How a block's paths are run given its gates.
+
+* ``dense``: every path runs on the whole batch and is multiplied by its gate (eqn 4 literally).
+  Training needs it: the straight-through gradient of s_{l,n} is F_{l,n}(X), even where s = 0.
+* ``sparse``: an off path is never run. A path that every row needs runs dense; one that no row
+  needs is skipped; otherwise its rows are gathered, run, and scatter-added into the output.
+  Valid only with hard 0/1 gates and BatchNorm in eval mode (per-row results do not depend on the
+  rest of the batch), which is why ``auto`` picks it only at eval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from torch import Tensor, nn
+
+ExecutionMode = Literal["auto", "dense", "sparse"]
+EXECUTION_MODES: tuple[str, ...] = ("auto", "dense", "sparse")
+
+
+def check_mode(mode: str) -> None:
+    if mode not in EXECUTION_MODES:
+        raise ValueError(f"execution mode must be one of {EXECUTION_MODES}, got {mode!r}")
+
+
+def run_dense(
+    paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None
+) -> Tensor:
+    """base + Σ_n s_n·F_n(x) with every F_n computed (eqn 4)."""
+    out = base
+    for n, path in enumerate(paths):
+        y = path(x)
+        if gates is not None:
+            y = y * gates[:, n].to(y.dtype).view(-1, *([1] * (y.dim() - 1)))
+        out = y if out is None else out + y
+    assert out is not None
+    return out
+
+
+def run_sparse(paths: Sequence[nn.Module], x: Tensor, gates: Tensor, base: Tensor | None) -> Tensor:
+    """base + Σ_n F_n(x[rows where s_n = 1]) scattered back; off rows/paths never run."""
+    batch = x.shape[0]
+    on = gates > 0.5
+    counts = on.sum(dim=0).tolist()
+    out = base
+    owned = False  # whether ``out`` may be written in place (never the caller's tensor)
+    for n, path in enumerate(paths):
+        count = counts[n]
+        if count == 0:
+            continue
+        if count == batch:
+            y = path(x)
+            out, owned = (y, True) if out is None else (out + y, True)
+            continue
+        rows = on[:, n].nonzero().squeeze(1)
+        y = path(x.index_select(0, rows))
+        if out is None:
+            out = y.new_zeros((batch, *y.shape[1:]))
+        elif not owned:
+            out = out.clone()
+        owned = True
+        out.index_add_(0, rows, y)
+    if out is None:
+        raise RuntimeError("every path is off and the block has no shortcut: output undefined")
+    return out
+
+
+def run_paths(
+    paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None, mode: str,
+    training: bool,
+) -> Tensor:
+    """Dispatch to dense or sparse execution (``auto``: sparse exactly when not training)."""
+    if gates is None:
+        return run_dense(paths, x, None, base)
+    sparse = mode == "sparse" or (mode == "auto" and not training)
+    return run_sparse(paths, x, gates, base) if sparse else run_dense(paths, x, gates, base)

@@ -1,0 +1,56 @@
+"""DMNN options shared by every backbone, and the gate factory that turns them into controllers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from ..controller import DMNNController
+from .split import check_num_sub_blocks
+
+GateFactory = Callable[[int, int, int], nn.Module]
+"""(block index, block input channels, number of paths) -> gate module."""
+
+
+@dataclass(frozen=True)
+class DMNNOptions:
+    """Keyword arguments of every ``dmnn_*`` model.
+
+    num_sub_blocks: N, sub-blocks per residual block.
+    hidden_dim: d, controller hidden width.
+    prev_state: feed the previous controller's h into the next (eqn 7); off for the ablation.
+    num_categories: K, coarse categories for the controllers' category heads; 0 turns them off.
+    tau: Gumbel-softmax temperature in training.
+    gate_bias: initial on-minus-off logit of every gate (positive = start mostly on).
+    """
+
+    num_sub_blocks: int = 2
+    hidden_dim: int = 32
+    prev_state: bool = True
+    num_categories: int = 0
+    tau: float = 1.0
+    gate_bias: float = 2.0
+
+    def __post_init__(self) -> None:
+        check_num_sub_blocks(self.num_sub_blocks)
+        if not isinstance(self.hidden_dim, int) or self.hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be an integer >= 1, got {self.hidden_dim!r}")
+        if not isinstance(self.num_categories, int) or self.num_categories < 0:
+            raise ValueError(f"num_categories must be an integer >= 0, got {self.num_categories!r}")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau!r}")
+
+    def gate_factory(self) -> GateFactory:
+        def make(index: int, in_channels: int, num_paths: int) -> nn.Module:
+            return DMNNController(
+                in_channels, num_paths, self.hidden_dim, prev_state=self.prev_state,
+                first=index == 0, num_categories=self.num_categories, tau=self.tau,
+                gate_bias=self.gate_bias,
+            )
+
+        return make
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,76 @@
+"""CIFAR ResNets with basic blocks (He et al. 2016, §4.2): 6n+2 layers, widths 16-32-64.
+
+Shortcuts are option A (stride-2 subsampling + zero channel padding, parameter-free), the
+original CIFAR recipe; resnet56 has 0.85 M parameters and 125.5 M MACs at 32×32.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch import nn
+
+from .block import GatedBlock
+from .factory import register_backbone
+from .layers import PadShortcut, conv_bn, init_weights
+from .network import DynamicNet, check_model_args
+from .options import GateFactory
+from .split import even_split
+
+CIFAR_WIDTHS = (16, 32, 64)
+
+
+def basic_path(c_in: int, width: int, c_out: int, stride: int) -> nn.Sequential:
+    """F(x) of a basic block: 3×3 conv → BN → ReLU → 3×3 conv → BN."""
+    return nn.Sequential(*conv_bn(c_in, width, 3, stride, act=nn.ReLU), *conv_bn(width, c_out, 3))
+
+
+def cifar_resnet(
+    depth: int,
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    num_paths: int = 1,
+    gate_factory: GateFactory | None = None,
+    name: str = "",
+    options: dict | None = None,
+) -> DynamicNet:
+    if (depth - 2) % 6:
+        raise ValueError(f"depth must be 6n+2 for a CIFAR ResNet, got {depth}")
+    check_model_args(num_classes, in_chans)
+    per_stage = (depth - 2) // 6
+    stem = nn.Sequential(*conv_bn(in_chans, CIFAR_WIDTHS[0], 3, act=nn.ReLU))
+    blocks, c_in = [], CIFAR_WIDTHS[0]
+    for stage, width in enumerate(CIFAR_WIDTHS):
+        sub = even_split(width, num_paths, f"stage-{stage + 1} basic block")
+        for i in range(per_stage):
+            stride = 2 if stage > 0 and i == 0 else 1
+            shortcut: nn.Module = nn.Identity()
+            if stride != 1 or c_in != width:
+                shortcut = PadShortcut(c_in, width, stride)
+            index = len(blocks)
+            blocks.append(
+                GatedBlock(
+                    [basic_path(c_in, sub, width, stride) for _ in range(num_paths)],
+                    shortcut,
+                    gate_factory(index, c_in, num_paths) if gate_factory else None,
+                    post_act=nn.ReLU(inplace=True), stage=stage, in_channels=c_in,
+                    out_channels=width, stride=stride, path_width=sub,
+                )
+            )
+            c_in = width
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
+    model = DynamicNet(
+        stem, blocks, head, in_chans=in_chans, num_classes=num_classes, default_input_size=32,
+        arch={"name": name, "family": "cifar_resnet", "depth": depth, **(options or {})},
+    )
+    init_weights(model)
+    return model
+
+
+for _depth in (20, 32, 56, 110):
+    register_backbone(
+        f"resnet{_depth}",
+        partial(cifar_resnet, _depth),
+        f"CIFAR ResNet-{_depth} (basic blocks, widths 16-32-64, option-A shortcuts, 32×32 input).",
+    )

@@ -1,0 +1,46 @@
+"""The routing record returned by ``model(x, return_routing=True)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .macs import MacsTable
+
+
+@dataclass
+class Routing:
+    """What the gates decided for a batch.
+
+    gates: per block, (B, N) gates (0/1; straight-through gradients in training); None for an
+        always-on block.
+    probs: per block, (B, N) soft on-probabilities; None for an always-on block.
+    category_logits: per block, (B, K) controller category logits in training, else None.
+    macs: (B,) per-sample MACs from the model's table (float64, differentiable in the gates).
+    table: the MACs table used.
+    stages: stage index of each block (category-loss weights depend on it).
+    extras: per block, method-specific tensors from the gate.
+    """
+
+    gates: list[Tensor | None]
+    probs: list[Tensor | None]
+    category_logits: list[Tensor | None]
+    macs: Tensor
+    table: MacsTable
+    stages: list[int]
+    extras: list[dict[str, Tensor]] = field(default_factory=list)
+
+    @property
+    def gated_blocks(self) -> list[int]:
+        return [i for i, g in enumerate(self.gates) if g is not None]
+
+    def macs_ratio(self) -> Tensor:
+        """Per-sample MACs ÷ the all-on MACs of the whole network."""
+        return self.macs / self.table.full
+
+    def execution_rates(self) -> Tensor:
+        """Per gated block, the fraction of (sample, sub-block) pairs executed (eqn 11)."""
+        rates = [g.float().mean() for g in self.gates if g is not None]
+        return torch.stack(rates) if rates else torch.zeros(0)
