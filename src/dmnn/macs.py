@@ -59,6 +59,8 @@ def walk(module: nn.Module | None, shape: Shape) -> tuple[int, Shape]:
         (kh, kw), (sh, sw) = _pair(module.kernel_size), _pair(module.stride)
         (ph, pw), (dh, dw) = _pair(module.padding), _pair(module.dilation)
         ho, wo = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
+        if ho < 1 or wo < 1:
+            raise ValueError(f"feature map {h}×{w} is too small for {module}: use a larger input")
         macs = module.out_channels * ho * wo * (c // module.groups) * kh * kw
         return macs, (module.out_channels, ho, wo)
     if isinstance(module, nn.Linear):

@@ -53,10 +53,11 @@ def bottleneck_resnet(
     else:
         stem = nn.Sequential(*conv_bn(in_chans, base, 3, act=nn.ReLU))
     blocks, c_in = [], base
+    first_sub = bottleneck_sub_width(base, num_paths)  # solved once, doubled like the widths
     for stage, count in enumerate(layers):
         mid = base * 2**stage
         c_out = mid * EXPANSION
-        sub = bottleneck_sub_width(mid, num_paths)
+        sub = first_sub * 2**stage
         for i in range(count):
             stride = 2 if stage > 0 and i == 0 else 1
             shortcut: nn.Module = nn.Identity()

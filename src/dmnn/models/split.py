@@ -4,10 +4,11 @@
   middle width C, so N sub-blocks of width C/N match eqn 1 exactly. C must divide by N.
 * Bottleneck (1×1 C_in→C1, 3×3 C1→C2, 1×1 C2→C_out, C1 = C2 = C): eqn 2 with Ĉ1 = Ĉ2 = Ĉ is
   quadratic in Ĉ, so Ĉ = C/N would drop the 3×3 term to 1/N (eqn 3). We solve
-  N·(C_in·Ĉ + 9·Ĉ² + Ĉ·C_out) = C_in·C + 9·C² + C·C_out for Ĉ on the stage's repeating block
-  (C_in = C_out = 4·C) and round to the nearest integer; every block of the stage uses that Ĉ, as
-  ResNeXt does. For ResNet-50 this gives Ĉ = 40, 80, 160, 320 for N = 2 and 24, 48, 96, 192 for
-  N = 4: the ResNeXt-50 2×40d and 4×24d group widths.
+  N·(C_in·Ĉ + 9·Ĉ² + Ĉ·C_out) = C_in·C + 9·C² + C·C_out for Ĉ on the first stage's repeating
+  block (C_in = C_out = 4·C), round to the nearest integer, and double Ĉ per stage as the
+  network doubles C (the solution is linear in C, so every stage stays matched); every block of a
+  stage uses its stage's Ĉ, as ResNeXt does. For ResNet-50 this gives Ĉ = 40, 80, 160, 320 for
+  N = 2 and 24, 48, 96, 192 for N = 4: the ResNeXt-50 2×40d and 4×24d group widths.
 * MobileNetV2 inverted residual with expansion E: each sub-block has expansion E/N (hidden width
   E·C_in/N), so parameters and MACs split exactly. The hidden width must divide by N.
 """
