@@ -98,9 +98,7 @@ def test_forced_rate_is_reproducible_and_close_to_the_rate():
 
 def test_bad_gate_specs_are_rejected():
     model = dmnn.create_model("dmnn_resnet20")
-    with pytest.raises(ValueError, match="rate"):
-        with force_gates(model, 1.5):
-            pass
-    with pytest.raises(ValueError, match="pattern"):
-        with force_gates(model, [torch.ones(2)]):
-            pass
+    with pytest.raises(ValueError, match="rate"), force_gates(model, 1.5):
+        pass
+    with pytest.raises(ValueError, match="pattern"), force_gates(model, [torch.ones(2)]):
+        pass
