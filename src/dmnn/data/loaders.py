@@ -1,0 +1,230 @@
+"""Batch loaders with one interface for in-memory and on-disk datasets.
+
+Why: the training loop only sees "an iterable of ``Batch(images, labels, categories)`` with a
+``len()``", whatever the dataset. In-memory data (digits, CIFAR) is batched by indexing one uint8
+tensor and augmented with whole-batch tensor ops (far faster than a per-sample DataLoader);
+ImageFolder data goes through a torch ``DataLoader`` with workers.
+
+Reproducibility: epoch ``e`` of a loader built with ``seed`` draws its order and augmentation
+from a generator seeded by ``(seed, e)``; iterating advances the epoch, and ``set_epoch`` jumps to
+one (e.g. when resuming), so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from dmnn.data.arrays import ArraySplit
+from dmnn.data.augment import augment_batch, normalize
+from dmnn.data.categories import CategoryMap
+from dmnn.data.errors import DataError
+from dmnn.data.imagefolder import ImageFolderDataset
+
+
+class Batch(NamedTuple):
+    """One batch: normalised float images, int64 class labels, int64 category labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    categories: torch.Tensor
+
+
+class BatchLoader(Protocol):
+    """What the training loop relies on; both loaders below satisfy it."""
+
+    batch_size: int
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    @property
+    def num_samples(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Batched pad-crop-flip settings (see :func:`dmnn.data.augment.augment_batch`)."""
+
+    padding: int = 4
+    flip: bool = True
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Well-mixed 63-bit seed for ``(seed, epoch)`` (nearby seeds give unrelated streams)."""
+    mask = (1 << 64) - 1
+    state = np.random.SeedSequence([seed & mask, epoch & mask]).generate_state(1, np.uint64)
+    return int(state[0]) & ((1 << 63) - 1)
+
+
+def _check_sizes(batch_size: int, copies: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch size must be a positive integer, got {batch_size!r}")
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise DataError(f"copies must be a positive integer, got {copies!r}")
+
+
+class TensorBatchLoader:
+    """Batches of an in-memory :class:`ArraySplit`, augmented and normalised as tensor ops.
+
+    Yields ``Batch(images, labels, categories)``: images float32 ``(copies*B, C, H, W)``
+    normalised with ``mean``/``std``; with ``copies > 1`` they are copy-major (``[k*B + i]`` is
+    copy ``k`` of sample ``i``) and labels/categories are repeated to match. ``drop_last=False``
+    visits every sample exactly once per epoch.
+    """
+
+    def __init__(
+        self,
+        split: ArraySplit,
+        categories: torch.Tensor,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool = False,
+        augment: AugmentConfig | None = None,
+        copies: int = 1,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+    ) -> None:
+        _check_sizes(batch_size, copies)
+        if categories.shape != split.labels.shape:
+            raise DataError("need exactly one category label per sample")
+        if drop_last and len(split) < batch_size:
+            raise DataError(
+                f"the split has {len(split)} samples, fewer than one batch of {batch_size} with "
+                "drop_last: lower the batch size"
+            )
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.categories = categories.to(torch.int64).to(self.device)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.augment, self.copies, self.seed = augment, copies, seed
+        self.epoch = 0
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __len__(self) -> int:
+        n, b = self.num_samples, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return self._iterate(epoch)
+
+    def _iterate(self, epoch: int) -> Iterator[Batch]:
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        n = self.num_samples
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        stop = n - n % self.batch_size if self.drop_last else n
+        for start in range(0, stop, self.batch_size):
+            idx = order[start : start + self.batch_size].to(self.device)
+            x, y, c = self.images[idx], self.labels[idx], self.categories[idx]
+            if self.augment is not None:
+                x = augment_batch(x, g, self.copies, self.augment.padding, self.augment.flip)
+            elif self.copies > 1:
+                x = x.repeat(self.copies, 1, 1, 1)
+            if self.copies > 1:
+                y, c = y.repeat(self.copies), c.repeat(self.copies)
+            yield Batch(normalize(x, self.mean, self.std), y, c)
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, per-sample seed)``: the order and every augmentation fixed by the epoch."""
+
+    def __init__(self, num_samples: int, shuffle: bool, seed: int = 0) -> None:
+        self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        n = self.num_samples
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        seeds = torch.randint(0, 1 << 62, (n,), generator=g)
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
+class TorchBatchLoader:
+    """Batches of an on-disk :class:`ImageFolderDataset` through a worker ``DataLoader``.
+
+    Same ``Batch`` output and copy-major ``copies`` layout as :class:`TensorBatchLoader`; images
+    stay on the CPU (move them in the training step; ``pin_memory`` speeds that up).
+    """
+
+    def __init__(
+        self,
+        dataset: ImageFolderDataset,
+        category_map: CategoryMap,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool = False,
+        seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        _check_sizes(batch_size, dataset.copies)
+        if num_workers < 0:
+            raise DataError(f"num_workers must be >= 0, got {num_workers}")
+        if drop_last and len(dataset) < batch_size:
+            raise DataError(
+                f"the split has {len(dataset)} samples, fewer than one batch of {batch_size} "
+                "with drop_last: lower the batch size"
+            )
+        self.batch_size, self.copies = batch_size, dataset.copies
+        self.sampler = SeededSampler(len(dataset), shuffle, seed)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=num_workers,
+            drop_last=drop_last,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+        )
+        self.table = category_map.table()
+        self.epoch = 0
+
+    @property
+    def num_samples(self) -> int:
+        return self.sampler.num_samples
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        self.sampler.set_epoch(epoch)
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[Batch]:
+        for x, y in self.loader:
+            if self.copies > 1:  # (B, copies, C, H, W) -> copy-major (copies*B, C, H, W)
+                x = x.transpose(0, 1).reshape(-1, *x.shape[2:])
+                y = y.repeat(self.copies)
+            yield Batch(x, y, self.table[y])
