@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from dmnn.losses import (
-    DMNNLoss, LossConfig, category_loss, exec_loss, execution_rates, flops_loss, macs_fraction,
+    DMNNLoss,
+    LossConfig,
+    category_loss,
+    exec_loss,
+    execution_rates,
+    flops_loss,
+    macs_fraction,
     stage_weights,
 )
 from dmnn.macs import MacsTable
