@@ -28,10 +28,19 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, incomplete, corrupt, or for another architecture."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A temp file next to ``path`` (same filesystem, so the rename is atomic), mode 0666&~umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -47,9 +56,9 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Save a safetensors file atomically; returns its SHA-256."""
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
@@ -144,7 +153,7 @@ def save_checkpoint(
     rng_tensors, meta["rng"] = rng_state()
     tensors.update(rng_tensors)
     tensor_path = base.with_suffix(".safetensors")
-    meta["sha256"] = _atomic_save_tensors(tensor_path, tensors)
+    meta["sha256"] = atomic_save_tensors(tensor_path, tensors)
     meta["tensors"] = tensor_path.name
     json_path = base.with_suffix(".json")
     atomic_write_json(json_path, meta)

@@ -1,0 +1,126 @@
+"""``dmnn train`` and ``dmnn eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..checkpoint import atomic_save_tensors, atomic_write_json, read_checkpoint
+from .app import app, fail, friendly, print_json
+
+
+def default_out(model: str, dataset: str, rate: float, seed: int) -> Path:
+    """runs/MODEL_DATASET_rRATE_sSEED, with a numeric suffix if taken."""
+    base = Path("runs") / f"{model}_{dataset}_r{rate:g}_s{seed}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}_{i}")
+    return out
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config file.")] = None,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="digits (default) | cifar | imagenet | cpu-fast")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name.")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", help="digits | cifar10 | cifar100 | imagefolder")] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Dataset folder.")] = None,
+    categories: Annotated[str | None, typer.Option(
+        "--categories", help="Category map: K (k-means), 'auto', or a JSON file.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    target_rate: Annotated[float | None, typer.Option(
+        "--target-rate", help="r: target MACs ratio in (0, 1].")] = None,
+    sub_blocks: Annotated[int | None, typer.Option("--sub-blocks", help="N.")] = None,
+    prev_state: Annotated[bool | None, typer.Option(
+        "--prev-state/--no-prev-state", help="Controller previous-state input (ablation).")] = None,
+    category_loss: Annotated[bool | None, typer.Option(
+        "--category-loss/--no-category-loss", help="Category supervision (ablation).")] = None,
+    macs_scope: Annotated[str | None, typer.Option(
+        "--macs-scope", help="network (default) | dynamic: what f_total covers.")] = None,
+    width_mult: Annotated[float | None, typer.Option("--width-mult")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="DataLoader workers.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | auto")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads.")] = None,
+    max_train_samples: Annotated[int | None, typer.Option("--max-train-samples")] = None,
+    max_test_samples: Annotated[int | None, typer.Option("--max-test-samples")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    deterministic: Annotated[bool | None, typer.Option("--deterministic")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress", help="Progress bars (default: on a terminal).")] = None,
+) -> None:
+    """Train a model to a compute target; writes config, metrics, TensorBoard and checkpoints."""
+    from ..config import resolve_config
+    from ..engine import resume_config, train
+
+    overrides: dict[str, Any] = {
+        "model": model, "dataset": dataset, "data_dir": data_dir, "categories": categories,
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "target_rate": target_rate,
+        "sub_blocks": sub_blocks, "prev_state": prev_state, "category_supervision": category_loss,
+        "macs_scope": macs_scope, "width_mult": width_mult, "workers": workers, "device": device,
+        "threads": threads, "max_train_samples": max_train_samples,
+        "max_test_samples": max_test_samples, "seed": seed, "deterministic": deterministic,
+    }
+    if resume:
+        if out is None:
+            fail("--resume needs --out pointing at the run to continue")
+        allowed = {"epochs", "data_dir", "workers", "device", "threads"}
+        extra = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
+        if extra or config is not None or preset is not None:
+            fail(f"--resume takes the saved config; only {', '.join(sorted(allowed))} may change")
+        cfg = resume_config(out, overrides)
+    else:
+        if preset is None and config is None:
+            preset = "digits"
+        cfg = resolve_config(preset, config, overrides)
+        if out is None:
+            out = default_out(cfg.model, cfg.dataset, cfg.target_rate, cfg.seed)
+    typer.echo(f"training {cfg.model} on {cfg.dataset} (r={cfg.target_rate}) into {out}", err=True)
+    final = train(cfg, out, resume=resume, progress=progress)
+    typer.echo(
+        f"done: top1 {final['top1']:.4f}, MACs {final['macs_mean']:.4g} ± {final['macs_std']:.3g}"
+        f" (ratio {final['macs_ratio']:.3f}), {final['train_seconds'] / 60:.1f} min; "
+        f"{out}/metrics.json"
+    )
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint .json written by dmnn train.")],
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Dataset folder.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Per-sample output base path (default: next to the checkpoint).")] = None,
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Top-1/5, per-sample MACs, execution rates; saves per-sample MACs, gates, predictions."""
+    from ..evaluate import load_for_eval, run_eval
+
+    meta, tensors = read_checkpoint(checkpoint)
+    model, data, cfg = load_for_eval(meta, tensors, data_dir, device, source=str(checkpoint))
+    summary, record = run_eval(model, data, cfg, device)
+    base = out if out is not None else Path(str(checkpoint).removesuffix(".json") + ".eval")
+    atomic_save_tensors(base.with_suffix(".safetensors"), record.tensors())
+    summary["per_sample_file"] = str(base.with_suffix(".safetensors"))
+    atomic_write_json(base.with_suffix(".json"), summary)
+    if as_json:
+        print_json(summary)
+        return
+    typer.echo(
+        f"top1 {summary['top1']:.4f}  top5 {summary['top5']:.4f}  MACs {summary['macs_mean']:.4g}"
+        f" ± {summary['macs_std']:.3g}  ratio {summary['macs_ratio']:.3f} "
+        f"(dynamic part {summary['macs_ratio_dynamic']:.3f})  params {summary['params']:,}"
+    )
+    for block, rates in summary["exec_rate_sub_block"].items():
+        typer.echo(f"  block {block:>3}: " + " ".join(f"{r:.2f}" for r in rates))
+    typer.echo(f"per-sample file: {summary['per_sample_file']}")
