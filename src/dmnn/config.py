@@ -83,8 +83,8 @@ class TrainConfig:
             raise ValueError(f"macs_scope must be one of {MACS_SCOPES}, got {self.macs_scope!r}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         self.loss_config()  # validates the loss fields
 
     @property

@@ -60,7 +60,7 @@ def model_kwargs(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
     """Per-iteration LR multiplier: linear warm-up, then cosine or step decay (for LambdaLR)."""
     total = cfg.epochs * steps_per_epoch
-    warm = cfg.warmup_epochs * steps_per_epoch
+    warm = min(cfg.warmup_epochs, cfg.epochs - 1) * steps_per_epoch  # a short run still decays
     milestones = [m * steps_per_epoch for m in cfg.milestones]
 
     def factor(step: int) -> float:

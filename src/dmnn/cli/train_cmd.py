@@ -60,7 +60,7 @@ def train_cmd(
 ) -> None:
     """Train a model to a compute target; writes config, metrics, TensorBoard and checkpoints."""
     from ..config import resolve_config
-    from ..engine import resume_config, train
+    from ..engine import Trainer, resume_config
 
     overrides: dict[str, Any] = {
         "model": model, "dataset": dataset, "data_dir": data_dir, "categories": categories,
@@ -84,8 +84,9 @@ def train_cmd(
         cfg = resolve_config(preset, config, overrides)
         if out is None:
             out = default_out(cfg.model, cfg.dataset, cfg.target_rate, cfg.seed)
+    trainer = Trainer(cfg, out, progress=progress)  # loads the data: bad input fails here
     typer.echo(f"training {cfg.model} on {cfg.dataset} (r={cfg.target_rate}) into {out}", err=True)
-    final = train(cfg, out, resume=resume, progress=progress)
+    final = trainer.run(resume=resume)
     typer.echo(
         f"done: top1 {final['top1']:.4f}, MACs {final['macs_mean']:.4g} ± {final['macs_std']:.3g}"
         f" (ratio {final['macs_ratio']:.3f}), {final['train_seconds'] / 60:.1f} min; "
