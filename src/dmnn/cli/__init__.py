@@ -1,6 +1,6 @@
 """The ``dmnn`` command line."""
 
-from . import train_cmd  # noqa: F401  (registers train / eval)
+from . import bench_cmd, train_cmd  # noqa: F401  (register commands)
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -1,0 +1,127 @@
+"""Latency benchmark: static backbone vs DMNN masked-dense vs DMNN sparse, in one process.
+
+Every variant is timed in the same loop (warm-up, then repeats interleaved so drift hits all of
+them alike) and reported as medians. Gates are forced (:mod:`dmnn.forcing`): repeat i draws one
+random gate pattern at rate r with seed i and both the masked and the sparse executors run that
+same pattern, so their MACs and outputs are comparable.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .forcing import force_gates
+from .models.network import DynamicNet
+from .registry import create_model, model_family
+
+
+def static_twin(model: DynamicNet) -> DynamicNet:
+    """The same network with its controllers removed and every sub-block always on."""
+    twin = copy.deepcopy(model)
+    for block in twin.blocks:
+        block.gate = None
+        block.gate_override = None
+    return twin
+
+
+def check_bench_args(model: str, rate: float, batch: int, input_size: int | None) -> None:
+    if model_family(model) == "static":
+        raise ValueError(f"bench needs a dynamic model (e.g. dmnn_{model}), got static {model!r}")
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be in [0, 1], got {rate}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if input_size is not None and input_size < 1:
+        raise ValueError(f"input_size must be >= 1, got {input_size}")
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e3
+
+
+def bench(
+    model: str,
+    *,
+    rate: float = 0.5,
+    batch: int = 1,
+    input_size: int | None = None,
+    threads: int | None = None,
+    repeats: int = 20,
+    warmup: int = 3,
+    seed: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Time static / twin / all-on / masked / sparse forwards; return latencies and ratios."""
+    check_bench_args(model, rate, batch, input_size)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dmnn = create_model(model, **(model_kwargs or {})).eval()
+    static_kwargs = {k: v for k, v in (model_kwargs or {}).items()
+                     if k in ("num_classes", "in_chans", "width_mult")}
+    static = create_model(model.removeprefix("dmnn_"), **static_kwargs).eval()
+    twin = static_twin(dmnn).eval()
+    size = input_size or dmnn.default_input_size
+    table = dmnn.macs_table(size)
+    x = torch.randn(batch, dmnn.in_chans, size, size, generator=torch.Generator().manual_seed(seed))
+
+    def gated(mode: str, spec, s: int) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            dmnn.set_execution(mode)
+            with force_gates(dmnn, spec, seed=s):
+                return dmnn(x)
+        return run
+
+    times: dict[str, list[float]] = {k: [] for k in
+                                     ("static", "twin", "all_on_masked", "all_on_sparse",
+                                      "masked", "sparse")}
+    macs: list[float] = []
+    max_diff = 0.0
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            s = seed + i
+            variants = {
+                "static": lambda: static(x), "twin": lambda: twin(x),
+                "all_on_masked": gated("dense", "on", s), "all_on_sparse": gated("sparse", "on", s),
+                "masked": gated("dense", rate, s), "sparse": gated("sparse", rate, s),
+            }
+            outs = {}
+            order = list(variants)
+            order = order[i % len(order):] + order[: i % len(order)]  # rotate: no fixed position
+            for name in order:
+                start = time.perf_counter()
+                outs[name] = variants[name]()
+                elapsed = time.perf_counter() - start
+                if i >= warmup:
+                    times[name].append(elapsed)
+            max_diff = max(max_diff, (outs["masked"] - outs["sparse"]).abs().max().item())
+            if i >= warmup:
+                with force_gates(dmnn, rate, seed=s):
+                    dmnn.set_execution("sparse")
+                    _, routing = dmnn(x, return_routing=True)
+                macs.append(routing.macs.mean().item())
+            if progress is not None:
+                progress(i + 1, warmup + repeats)
+    dmnn.set_execution("auto")
+    ms = {k: _median_ms(v) for k, v in times.items()}
+    macs_ratio = statistics.fmean(macs) / table.full
+    return {
+        "model": model, "batch": batch, "input_size": size, "rate": rate,
+        "threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup,
+        "macs_full": table.full, "macs_static_backbone": static.macs_table(size).full,
+        "macs_sparse_mean": statistics.fmean(macs),
+        "macs_ratio": macs_ratio,
+        "latency_ms": ms,
+        "latency_ratio": ms["sparse"] / ms["all_on_masked"],
+        "latency_ratio_vs_static": ms["sparse"] / ms["static"],
+        "latency_ratio_masked": ms["masked"] / ms["all_on_masked"],
+        "latency_over_macs": (ms["sparse"] / ms["all_on_masked"]) / macs_ratio,
+        "controller_overhead": ms["all_on_sparse"] / ms["twin"] - 1.0,
+        "max_abs_diff_sparse_vs_masked": max_diff,
+    }

@@ -1,0 +1,59 @@
+"""``dmnn bench``: measured latency of static, masked-dense and sparse execution."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from tqdm.auto import tqdm
+
+from .app import app, friendly, print_json
+
+
+@app.command("bench")
+@friendly
+def bench_cmd(
+    model: Annotated[str, typer.Argument(help="A dynamic model, e.g. dmnn_resnet50.")],
+    rate: Annotated[float, typer.Option("--rate", help="Forced gate rate r in [0, 1].")] = 0.5,
+    batch: Annotated[int, typer.Option("--batch", help="Batch size.")] = 1,
+    input_size: Annotated[int | None, typer.Option("--input-size", help="Pixels.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    sub_blocks: Annotated[int | None, typer.Option("--sub-blocks", help="N.")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats.")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed warm-up runs.")] = 3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Time the static backbone, DMNN masked-dense and DMNN sparse; report MACs/latency ratios."""
+    from ..bench import bench, check_bench_args
+    from ..registry import model_family
+
+    model_family(model)  # unknown names fail here
+    check_bench_args(model, rate, batch, input_size)
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    kwargs = {"num_sub_blocks": sub_blocks} if sub_blocks is not None else {}
+    bar = tqdm(total=repeats + warmup, desc="bench", leave=False, disable=None)
+    result = bench(
+        model, rate=rate, batch=batch, input_size=input_size, threads=threads, repeats=repeats,
+        warmup=warmup, seed=seed, model_kwargs=kwargs,
+        progress=lambda i, n: bar.update(1),
+    )
+    bar.close()
+    if as_json:
+        print_json(result)
+        return
+    ms = result["latency_ms"]
+    typer.echo(f"{model}  batch {batch}  {result['input_size']}px  rate {rate}  "
+               f"{result['threads']} threads  median of {repeats}")
+    for name, label in (("static", "static backbone"), ("twin", "static twin (no controllers)"),
+                        ("all_on_masked", "DMNN all on, masked dense"),
+                        ("all_on_sparse", "DMNN all on, sparse"),
+                        ("masked", f"DMNN r={rate}, masked dense"),
+                        ("sparse", f"DMNN r={rate}, sparse")):
+        typer.echo(f"  {label:32s} {ms[name]:9.2f} ms")
+    typer.echo(f"MACs ratio (sparse / all on)      {result['macs_ratio']:.3f}")
+    typer.echo(f"latency ratio (sparse / all on)   {result['latency_ratio']:.3f}"
+               f"  = {result['latency_over_macs']:.3f} × MACs ratio")
+    typer.echo(f"latency ratio vs static backbone  {result['latency_ratio_vs_static']:.3f}")
+    typer.echo(f"controller overhead               {result['controller_overhead']:+.1%}")
