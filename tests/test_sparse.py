@@ -1,0 +1,76 @@
+"""Sparse executor: equals the masked dense evaluation for every DMNN model, never runs off paths."""
+
+import pytest
+import torch
+
+import dmnn
+from dmnn.bench import static_twin
+from dmnn.forcing import force_gates
+
+DMNN_MODELS = dmnn.list_models("dmnn")
+
+
+def outputs(model, x, spec, seed=0):
+    out = {}
+    for mode in ("dense", "sparse"):
+        model.set_execution(mode)
+        with torch.inference_mode(), force_gates(model, spec, seed=seed):
+            out[mode] = model(x)
+    return out["dense"], out["sparse"]
+
+
+@pytest.mark.parametrize("name", DMNN_MODELS)
+def test_sparse_equals_masked_dense(name):
+    model = dmnn.create_model(name).eval()
+    size = 64 if model.default_input_size > 64 else 32  # equivalence does not depend on size
+    for batch, specs in ((1, [0.5, "on", "off"]), (16, [0.5, "on", "off"])):
+        x = torch.randn(batch, 3, size, size)
+        for spec in specs:
+            dense, sparse = outputs(model, x, spec, seed=batch)
+            assert (dense - sparse).abs().max().item() <= 1e-5, (batch, spec)
+
+
+def test_mixed_batch_really_mixes_paths():
+    model = dmnn.create_model("dmnn_resnet20").eval()
+    with torch.inference_mode(), force_gates(model, 0.5, seed=16):
+        _, r = model(torch.randn(16, 3, 32, 32), return_routing=True)
+    counts = torch.stack([g.sum(0) for g in r.gates])
+    assert ((counts > 0) & (counts < 16)).float().mean() > 0.8
+
+
+def test_all_off_runs_no_sub_block_and_all_on_runs_each_once():
+    model = dmnn.create_model("dmnn_mobilenetv2").eval()
+    calls = {"n": 0}
+
+    def hook(module, inputs, output):
+        calls["n"] += 1
+
+    for block in model.blocks:
+        for path in block.paths:
+            path.register_forward_hook(hook)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode(), force_gates(model, "off"):
+        model(x)
+    assert calls["n"] == 0
+    with torch.inference_mode(), force_gates(model, "on"):
+        model(x)
+    assert calls["n"] == sum(b.num_paths for b in model.blocks)
+
+
+def test_eval_default_is_sparse_and_matches_static_twin_when_all_on():
+    model = dmnn.create_model("dmnn_resnet56").eval()
+    twin = static_twin(model).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode(), force_gates(model, "on"):
+        assert (model(x) - twin(x)).abs().max().item() <= 1e-5
+    assert all(b.gate is None for b in twin.blocks) and all(b.gate for b in model.blocks)
+
+
+def test_inference_mode_and_no_grad_give_the_same_result():
+    model = dmnn.create_model("dmnn_resnet20").eval()
+    x = torch.randn(5, 3, 32, 32)
+    with torch.inference_mode():
+        a, ra = model(x, return_routing=True)
+    with torch.no_grad():
+        b, rb = model(x, return_routing=True)
+    assert torch.equal(a, b) and torch.equal(ra.macs, rb.macs)
