@@ -1,4 +1,4 @@
-"""Sparse executor: equals the masked dense evaluation for every DMNN model, never runs off paths."""
+"""Sparse executor: equals the masked dense evaluation for each DMNN model; off paths never run."""
 
 import pytest
 import torch

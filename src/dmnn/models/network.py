@@ -64,7 +64,7 @@ class DynamicNet(nn.Module):
         return self._tables[key]
 
     def set_execution(self, mode: str) -> None:
-        """'auto' (dense in training, sparse at eval), 'dense' (masked) or 'sparse'."""
+        """'auto' (grouped/dense in training, sparse at eval), 'dense', 'grouped' or 'sparse'."""
         check_mode(mode)
         for block in self.blocks:
             block.execution = mode
