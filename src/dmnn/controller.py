@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .gates import GateDecision, hard_argmax, straight_through_gumbel
+from .gates import GateDecision, straight_through_gumbel
 
 
 class DMNNController(nn.Module):
@@ -48,26 +48,27 @@ class DMNNController(nn.Module):
             bias[:, 1] = gate_bias
 
     def hidden(self, x: Tensor, state: Tensor | None) -> Tensor:
-        """h_l of eqns 5–7."""
+        """h_l of eqns 5–7 (F.linear on the module weights: these layers are tiny, so per-call
+        overhead is what costs at batch 1)."""
         z = x.mean(dim=(2, 3))
-        h = F.relu(self.fc_in(z))
+        h = F.relu(F.linear(z, self.fc_in.weight, self.fc_in.bias))
         if self.fc_prev is not None and state is not None:
-            h = h + F.relu(self.fc_prev(state))
+            h = h + F.relu(F.linear(state, self.fc_prev.weight, self.fc_prev.bias))
         return h
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> GateDecision:
         h = self.hidden(x, state)
-        logits = self.fc_gate(h).view(-1, self.num_paths, 2)
-        if self.training:
-            hard = straight_through_gumbel(logits, self.tau)[0]
-        else:
-            hard = hard_argmax(logits)
-        probs = F.softmax(logits, dim=-1)[..., 1]
+        logits = F.linear(h, self.fc_gate.weight, self.fc_gate.bias).view(-1, self.num_paths, 2)
+        margin = logits[..., 1] - logits[..., 0]
         category = None
-        if self.category_head is not None and self.training:
-            category = self.category_head(h)
+        if self.training:
+            gates = straight_through_gumbel(logits, self.tau)[0][..., 1]
+            if self.category_head is not None:
+                category = self.category_head(h)
+        else:  # eqn 8 without noise: argmax of [off, on], ties to off (one op: latency matters)
+            gates = (margin > 0).to(logits.dtype)
         return GateDecision(
-            gates=hard[..., 1], probs=probs, state=h, category_logits=category,
+            gates=gates, probs=torch.sigmoid(margin), state=h, category_logits=category,
             extras={"logits": logits},
         )
 

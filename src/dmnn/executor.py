@@ -47,7 +47,7 @@ def run_sparse(paths: Sequence[nn.Module], x: Tensor, gates: Tensor, base: Tenso
     """base + Σ_n F_n(x[rows where s_n = 1]) scattered back; off rows/paths never run."""
     batch = x.shape[0]
     on = gates > 0.5
-    counts = on.sum(dim=0).tolist()
+    counts = on.sum(dim=0).tolist() if batch > 1 else [int(c) for c in on[0].tolist()]
     out = base
     owned = False  # whether ``out`` may be written in place (never the caller's tensor)
     for n, path in enumerate(paths):
