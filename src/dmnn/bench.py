@@ -11,29 +11,22 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 
 from .forcing import force_gates
+from .models.block import blocks_patched
 from .models.network import DynamicNet
 from .registry import create_model, model_family
 
 
-@contextmanager
-def without_controllers(model: DynamicNet) -> Iterator[DynamicNet]:
+def without_controllers(model: DynamicNet) -> AbstractContextManager[None]:
     """The same module objects with every gate removed: the static twin, sharing the weights
     (so an A/B timing compares controllers, not two copies of the weights in memory)."""
-    gates = [block.gate for block in model.blocks]
-    for block in model.blocks:
-        block.gate = None
-    try:
-        yield model
-    finally:
-        for block, gate in zip(model.blocks, gates, strict=True):
-            block.gate = gate
+    return blocks_patched(model.blocks, "gate", None)
 
 
 def static_twin(model: DynamicNet) -> DynamicNet:

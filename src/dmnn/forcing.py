@@ -6,13 +6,14 @@ cost and hidden state stay real); only their decisions are replaced.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor
 
 from .gates import GateOverride
+from .models.block import blocks_patched
 from .models.network import DynamicNet
 
 GateSpec = str | float | Sequence[Tensor] | GateOverride
@@ -56,16 +57,9 @@ def make_override(model: DynamicNet, spec: GateSpec, seed: int = 0) -> GateOverr
     return fixed
 
 
-@contextmanager
-def force_gates(model: DynamicNet, spec: GateSpec, seed: int = 0) -> Iterator[DynamicNet]:
+def force_gates(
+    model: DynamicNet, spec: GateSpec, seed: int = 0
+) -> AbstractContextManager[None]:
     """Context manager: gated blocks of ``model`` use ``spec`` instead of their decisions."""
-    override = make_override(model, spec, seed)
-    previous: list[Callable | None] = [b.gate_override for b in model.blocks]
-    for block in model.blocks:
-        if block.gate is not None:
-            block.gate_override = override
-    try:
-        yield model
-    finally:
-        for block, old in zip(model.blocks, previous, strict=True):
-            block.gate_override = old
+    gated = [b for b in model.blocks if b.gate is not None]
+    return blocks_patched(gated, "gate_override", make_override(model, spec, seed))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from ..executor import run_paths
 from ..gates import GateDecision, GateOverride
+
+if TYPE_CHECKING:
+    from .options import GateFactory
 
 
 class GatedBlock(nn.Module):
@@ -65,3 +70,53 @@ class GatedBlock(nn.Module):
         gates = decision.gates if decision is not None else None
         out = run_paths(self.paths, x, gates, base, self.execution, self.training)
         return self.post_act(out), decision
+
+
+PathFactory = Callable[[int, int, int, int], nn.Module]
+"""(c_in, width, c_out, stride) -> one sub-block."""
+ShortcutFactory = Callable[[int, int, int], nn.Module]
+"""(c_in, c_out, stride) -> the shortcut of a block whose shape changes."""
+
+
+def residual_stages(
+    stages: Sequence[tuple[int, int, int]],
+    c_in: int,
+    make_path: PathFactory,
+    make_shortcut: ShortcutFactory,
+    num_paths: int,
+    gate_factory: GateFactory | None,
+) -> tuple[list[GatedBlock], int]:
+    """ResNet-style stages of (blocks, C_out, sub-block width); stride 2 opens every stage but the
+    first. Returns the blocks and the final channel count."""
+    blocks: list[GatedBlock] = []
+    for stage, (count, c_out, width) in enumerate(stages):
+        for i in range(count):
+            stride = 2 if stage > 0 and i == 0 else 1
+            shortcut: nn.Module = nn.Identity()
+            if stride != 1 or c_in != c_out:
+                shortcut = make_shortcut(c_in, c_out, stride)
+            index = len(blocks)
+            blocks.append(
+                GatedBlock(
+                    [make_path(c_in, width, c_out, stride) for _ in range(num_paths)],
+                    shortcut,
+                    gate_factory(index, c_in, num_paths) if gate_factory else None,
+                    post_act=nn.ReLU(inplace=True), stage=stage, in_channels=c_in,
+                    out_channels=c_out, stride=stride, path_width=width,
+                )
+            )
+            c_in = c_out
+    return blocks, c_in
+
+
+@contextmanager
+def blocks_patched(blocks: Sequence[GatedBlock], attr: str, value: object) -> Iterator[None]:
+    """Set ``attr`` on every block for the duration of a ``with``, then restore each old value."""
+    saved = [getattr(b, attr) for b in blocks]
+    for b in blocks:
+        setattr(b, attr, value)
+    try:
+        yield
+    finally:
+        for b, old in zip(blocks, saved, strict=True):
+            setattr(b, attr, old)

@@ -11,7 +11,7 @@ from functools import partial
 
 from torch import nn
 
-from .block import GatedBlock
+from .block import residual_stages
 from .factory import register_backbone
 from .layers import conv_bn, init_weights
 from .network import DynamicNet, check_model_args
@@ -52,28 +52,12 @@ def bottleneck_resnet(
         )
     else:
         stem = nn.Sequential(*conv_bn(in_chans, base, 3, act=nn.ReLU))
-    blocks, c_in = [], base
     first_sub = bottleneck_sub_width(base, num_paths)  # solved once, doubled like the widths
-    for stage, count in enumerate(layers):
-        mid = base * 2**stage
-        c_out = mid * EXPANSION
-        sub = first_sub * 2**stage
-        for i in range(count):
-            stride = 2 if stage > 0 and i == 0 else 1
-            shortcut: nn.Module = nn.Identity()
-            if stride != 1 or c_in != c_out:
-                shortcut = nn.Sequential(*conv_bn(c_in, c_out, 1, stride))
-            index = len(blocks)
-            blocks.append(
-                GatedBlock(
-                    [bottleneck_path(c_in, sub, c_out, stride) for _ in range(num_paths)],
-                    shortcut,
-                    gate_factory(index, c_in, num_paths) if gate_factory else None,
-                    post_act=nn.ReLU(inplace=True), stage=stage, in_channels=c_in,
-                    out_channels=c_out, stride=stride, path_width=sub,
-                )
-            )
-            c_in = c_out
+    stages = [(count, base * 2**i * EXPANSION, first_sub * 2**i) for i, count in enumerate(layers)]
+    blocks, c_in = residual_stages(
+        stages, base, bottleneck_path, lambda ci, co, s: nn.Sequential(*conv_bn(ci, co, 1, s)),
+        num_paths, gate_factory,
+    )
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
     model = DynamicNet(
         stem, blocks, head, in_chans=in_chans, num_classes=num_classes,

@@ -10,7 +10,7 @@ from functools import partial
 
 from torch import nn
 
-from .block import GatedBlock
+from .block import residual_stages
 from .factory import register_backbone
 from .layers import PadShortcut, conv_bn, init_weights
 from .network import DynamicNet, check_model_args
@@ -40,25 +40,13 @@ def cifar_resnet(
     check_model_args(num_classes, in_chans)
     per_stage = (depth - 2) // 6
     stem = nn.Sequential(*conv_bn(in_chans, CIFAR_WIDTHS[0], 3, act=nn.ReLU))
-    blocks, c_in = [], CIFAR_WIDTHS[0]
-    for stage, width in enumerate(CIFAR_WIDTHS):
-        sub = even_split(width, num_paths, f"stage-{stage + 1} basic block")
-        for i in range(per_stage):
-            stride = 2 if stage > 0 and i == 0 else 1
-            shortcut: nn.Module = nn.Identity()
-            if stride != 1 or c_in != width:
-                shortcut = PadShortcut(c_in, width, stride)
-            index = len(blocks)
-            blocks.append(
-                GatedBlock(
-                    [basic_path(c_in, sub, width, stride) for _ in range(num_paths)],
-                    shortcut,
-                    gate_factory(index, c_in, num_paths) if gate_factory else None,
-                    post_act=nn.ReLU(inplace=True), stage=stage, in_channels=c_in,
-                    out_channels=width, stride=stride, path_width=sub,
-                )
-            )
-            c_in = width
+    stages = [
+        (per_stage, w, even_split(w, num_paths, f"stage-{i + 1} basic block"))
+        for i, w in enumerate(CIFAR_WIDTHS)
+    ]
+    blocks, c_in = residual_stages(
+        stages, CIFAR_WIDTHS[0], basic_path, PadShortcut, num_paths, gate_factory
+    )
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
     model = DynamicNet(
         stem, blocks, head, in_chans=in_chans, num_classes=num_classes, default_input_size=32,
