@@ -74,3 +74,30 @@ def test_inference_mode_and_no_grad_give_the_same_result():
     with torch.no_grad():
         b, rb = model(x, return_routing=True)
     assert torch.equal(a, b) and torch.equal(ra.macs, rb.macs)
+
+
+def test_dense_above_runs_mostly_on_paths_on_the_whole_batch_with_the_same_result():
+    model = dmnn.create_model("dmnn_resnet20").eval()
+    x = torch.randn(8, 3, 32, 32)
+    rows_seen = []
+    model.blocks[4].paths[0].register_forward_hook(lambda m, i, o: rows_seen.append(i[0].shape[0]))
+    pattern = [torch.ones(2) for _ in model.blocks]
+    pattern[4] = torch.tensor([[1.0, 1.0]] * 6 + [[0.0, 1.0]] * 2)  # path 0 on for 6 of 8 rows
+    with torch.inference_mode(), force_gates(model, pattern):
+        strict = model(x)
+        model.blocks[4].dense_above = [0.7, 1.0]
+        fast = model(x)
+    assert rows_seen == [6, 8]  # strict: gathered 6 rows; calibrated: ran all 8 and masked
+    assert (strict - fast).abs().max().item() <= 1e-5
+
+
+def test_calibration_sets_a_threshold_per_sub_block():
+    from dmnn.calibrate import calibrate_sparse
+
+    model = dmnn.create_model("dmnn_resnet20").eval()
+    chosen = calibrate_sparse(model, torch.randn(8, 3, 32, 32), repeats=1)
+    assert sorted(chosen) == list(range(9))
+    assert all(len(t) == 2 and all(0.5 <= v <= 1.0 for v in t) for t in chosen.values())
+    assert [b.dense_above for b in model.blocks] == [chosen[i] for i in range(9)]
+    with pytest.raises(ValueError, match="at least 2"):
+        calibrate_sparse(model, torch.randn(1, 3, 32, 32))

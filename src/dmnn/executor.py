@@ -43,8 +43,16 @@ def run_dense(
     return out
 
 
-def run_sparse(paths: Sequence[nn.Module], x: Tensor, gates: Tensor, base: Tensor | None) -> Tensor:
-    """base + Σ_n F_n(x[rows where s_n = 1]) scattered back; off rows/paths never run."""
+def run_sparse(
+    paths: Sequence[nn.Module], x: Tensor, gates: Tensor, base: Tensor | None,
+    dense_above: Sequence[float] | None = None,
+) -> Tensor:
+    """base + Σ_n F_n(x[rows where s_n = 1]) scattered back; off rows/paths never run.
+
+    ``dense_above[n]``: the fraction of rows from which path n runs on the whole batch and is
+    masked instead of gathered (set by :func:`dmnn.calibrate.calibrate_sparse` where that measured
+    faster). The default, 1.0, never computes an off row.
+    """
     batch = x.shape[0]
     on = gates > 0.5
     counts = on.sum(dim=0).tolist() if batch > 1 else [int(c) for c in on[0].tolist()]
@@ -56,6 +64,10 @@ def run_sparse(paths: Sequence[nn.Module], x: Tensor, gates: Tensor, base: Tenso
             continue
         if count == batch:
             y = path(x)
+            out, owned = (y, True) if out is None else (out + y, True)
+            continue
+        if dense_above is not None and count >= dense_above[n] * batch:
+            y = path(x) * on[:, n].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
             out, owned = (y, True) if out is None else (out + y, True)
             continue
         rows = on[:, n].nonzero().squeeze(1)
@@ -73,14 +85,14 @@ def run_sparse(paths: Sequence[nn.Module], x: Tensor, gates: Tensor, base: Tenso
 
 def run_paths(
     paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None, mode: str,
-    training: bool,
+    training: bool, dense_above: Sequence[float] | None = None,
 ) -> Tensor:
     """Dispatch (``auto``: grouped, else dense, in training; sparse exactly when not training)."""
     if gates is None:
         return run_dense(paths, x, None, base)
     sparse = mode == "sparse" or (mode == "auto" and not training)
     if sparse:
-        return run_sparse(paths, x, gates, base)
+        return run_sparse(paths, x, gates, base, dense_above)
     if mode == "grouped" or mode == "auto":
         out = try_run_grouped(paths, x, gates, base)
         if out is not None:

@@ -47,6 +47,7 @@ class GatedBlock(nn.Module):
         self.stage, self.stride, self.path_width = stage, stride, path_width
         self.in_channels, self.out_channels = in_channels, out_channels
         self.execution = "auto"
+        self.dense_above: list[float] | None = None  # per path, see executor.run_sparse
         self.gate_override: GateOverride | None = None
         self.index = 0  # position in the network, set by the network
 
@@ -68,7 +69,9 @@ class GatedBlock(nn.Module):
         decision = self.decide(x, state)
         base = self.shortcut(x) if self.shortcut is not None else None
         gates = decision.gates if decision is not None else None
-        out = run_paths(self.paths, x, gates, base, self.execution, self.training)
+        out = run_paths(
+            self.paths, x, gates, base, self.execution, self.training, self.dense_above
+        )
         return self.post_act(out), decision
 
 
