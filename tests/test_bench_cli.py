@@ -12,7 +12,7 @@ runner = CliRunner()
 
 @pytest.mark.parametrize("args,needle", [
     (["bench", "nope"], "unknown model name"),
-    (["bench", "resnet20"], "needs a dynamic model"),
+    (["bench", "resnet20"], "needs a gated model"),
     (["bench", "dmnn_resnet20", "--rate", "1.5"], "rate must be in [0, 1]"),
     (["bench", "dmnn_resnet20", "--rate", "-0.1"], "rate must be in [0, 1]"),
     (["bench", "dmnn_resnet20", "--batch", "0"], "batch must be >= 1"),

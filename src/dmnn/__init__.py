@@ -1,6 +1,7 @@
 """dmnn: Dynamic Multi-path Neural Networks whose compute savings are real and measured."""
 
-from . import models  # noqa: F401  (registers the models)
+from . import models  # noqa: I001,F401  (registers the backbones first)
+from . import methods  # noqa: F401  (then the peer methods)
 from .gates import GateDecision
 from .macs import MacsTable
 from .models import DMNNOptions, DynamicNet, GatedBlock, count_params

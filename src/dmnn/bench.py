@@ -19,6 +19,7 @@ import torch
 
 from .forcing import force_gates
 from .models.block import blocks_patched
+from .models.factory import backbone_of
 from .models.network import DynamicNet
 from .registry import create_model, model_family
 
@@ -54,8 +55,9 @@ def decide_all_on(model: DynamicNet) -> None:
 
 
 def check_bench_args(model: str, rate: float, batch: int, input_size: int | None) -> None:
-    if model_family(model) == "static":
-        raise ValueError(f"bench needs a dynamic model (e.g. dmnn_{model}), got static {model!r}")
+    if model_family(model) in ("static", "twin"):
+        raise ValueError(f"bench needs a gated model (e.g. dmnn_{backbone_of(model)}), "
+                         f"got static {model!r}")
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate must be in [0, 1], got {rate}")
     if batch < 1:
@@ -88,7 +90,7 @@ def bench(
     dmnn = create_model(model, **(model_kwargs or {})).eval()
     static_kwargs = {k: v for k, v in (model_kwargs or {}).items()
                      if k in ("num_classes", "in_chans", "width_mult")}
-    static = create_model(model.removeprefix("dmnn_"), **static_kwargs).eval()
+    static = create_model(backbone_of(model), **static_kwargs).eval()
     decide_all_on(dmnn)  # rate-r variants force their gates; the all-on ones decide for real
     size = input_size or dmnn.default_input_size
     table = dmnn.macs_table(size)

@@ -26,7 +26,7 @@ from .data import DataBundle, load_dataset
 from .evaluate import collect, summarize_record
 from .losses import DMNNLoss, macs_fraction
 from .models.network import DynamicNet
-from .registry import create_model
+from .registry import create_model, model_family
 
 
 class TrainingError(RuntimeError):
@@ -46,15 +46,29 @@ def pick_device(name: str) -> torch.device:
 def model_kwargs(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
     """Keyword arguments for ``create_model``: the data decides classes, channels and K."""
     kwargs: dict[str, Any] = {"num_classes": data.num_classes, "in_chans": data.in_chans}
-    if cfg.dynamic:
+    family = model_family(cfg.model)
+    if family == "dmnn":
         kwargs.update(
             num_sub_blocks=cfg.sub_blocks, hidden_dim=cfg.hidden_dim, prev_state=cfg.prev_state,
             num_categories=data.num_categories if cfg.category_supervision else 0,
             tau=cfg.tau, gate_bias=cfg.gate_bias,
         )
+    elif family == "twin":
+        kwargs["num_sub_blocks"] = cfg.sub_blocks
+    elif family == "aig":
+        kwargs.update(tau=cfg.tau, gate_bias=cfg.gate_bias)
     if cfg.width_mult is not None:
         kwargs["width_mult"] = cfg.width_mult
     return kwargs
+
+
+def build_loss(cfg: TrainConfig):
+    """The training loss of the model's method (static models: classification only)."""
+    if model_family(cfg.model) == "aig":
+        from .methods.aig import AIGLoss
+
+        return AIGLoss(cfg.target_rate, alpha_res=cfg.alpha_res, alpha_cls=cfg.alpha_cls)
+    return DMNNLoss(cfg.loss_config())
 
 
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
@@ -104,7 +118,7 @@ class Trainer:
         self.model: DynamicNet = create_model(cfg.model, **self.model_kwargs).to(self.device)
         self.input_size = self.data.input_size
         self.model.macs_table(self.input_size)  # fail early on an input the model cannot take
-        self.loss = DMNNLoss(cfg.loss_config())
+        self.loss = build_loss(cfg)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,

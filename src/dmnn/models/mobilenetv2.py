@@ -5,7 +5,8 @@ parameters and MACs split exactly. An expansion-1 block has no expand conv; its 
 the n-th 1/N slice of the input channels (depthwise + projection of that slice), the only split
 that keeps its parameters. Every block whose shape changes gets a static projection shortcut
 (1×1 conv, stride s, + BN) so that a block with every sub-block off still passes features on;
-that and the controllers account for the paper's 3.50 M → 3.63 M parameters.
+that and the controllers account for the paper's 3.50 M → 3.63 M parameters. Every gated or
+multi-path variant (DMNN, its static twin, whole-block gates) has these shortcuts.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def mobilenetv2(
             sub = even_split(hidden, num_paths, f"hidden layer of block {len(blocks)} (t={t})")
             residual = stride == 1 and c_in == c_out
             shortcut: nn.Module | None = nn.Identity() if residual else None
-            if gate_factory is not None and not residual:
+            if (gate_factory is not None or num_paths > 1) and not residual:
                 shortcut = nn.Sequential(*conv_bn(c_in, c_out, 1, stride))
             index = len(blocks)
             paths = [

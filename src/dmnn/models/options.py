@@ -42,6 +42,10 @@ class DMNNOptions:
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau!r}")
 
+    @property
+    def num_paths(self) -> int:
+        return self.num_sub_blocks
+
     def gate_factory(self) -> GateFactory:
         def make(index: int, in_channels: int, num_paths: int) -> nn.Module:
             return DMNNController(
@@ -51,6 +55,26 @@ class DMNNOptions:
             )
 
         return make
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TwinOptions:
+    """The ResNeXt-style static twin of a DMNN model: the same N sub-blocks, always on."""
+
+    num_sub_blocks: int = 2
+
+    def __post_init__(self) -> None:
+        check_num_sub_blocks(self.num_sub_blocks)
+
+    @property
+    def num_paths(self) -> int:
+        return self.num_sub_blocks
+
+    def gate_factory(self) -> None:
+        return None
 
     def to_dict(self) -> dict:
         return asdict(self)

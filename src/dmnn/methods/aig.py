@@ -1,0 +1,107 @@
+"""ConvNet-AIG (Veit & Belongie, ECCV 2018): one gate per residual block.
+
+Gate: GAP → FC(C → 16) → BN → ReLU → FC(16 → 2) [off, on] logits; Gumbel-softmax with a hard
+straight-through sample in training, argmax at test. The whole residual function is one path
+(N = 1) that runs or is skipped; the shortcut always runs. Loss: classification + the target-rate
+loss mean_l (t − z_l)², z_l the fraction of the batch executing block l.
+
+Where we differ from the original code: the original gates only ResNet blocks; on MobileNetV2 we
+gate every inverted residual and give the shape-changing ones a projection shortcut, as for DMNN.
+Initial biases follow the original ([off, on] = [0.1, gate_bias], open at the start).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..gates import GateDecision, straight_through_gumbel
+from ..losses import LossOutput, execution_rates
+from ..models.factory import register_method
+from ..routing import Routing
+
+
+class AIGGate(nn.Module):
+    """The ConvNet-AIG gate of one block."""
+
+    def __init__(self, in_channels: int, hidden: int = 16, tau: float = 1.0,
+                 gate_bias: float = 2.0) -> None:
+        super().__init__()
+        self.tau, self.hidden = tau, hidden
+        self.fc1 = nn.Linear(in_channels, hidden)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.fc2 = nn.Linear(hidden, 2)
+        with torch.no_grad():
+            self.fc2.bias.copy_(torch.tensor([0.1, gate_bias]))
+
+    def forward(self, x: Tensor, state: Tensor | None = None) -> GateDecision:
+        h = F.relu(self.bn(self.fc1(x.mean(dim=(2, 3)))))
+        logits = self.fc2(h).view(-1, 1, 2)
+        margin = logits[..., 1] - logits[..., 0]
+        if self.training:
+            gates = straight_through_gumbel(logits, self.tau)[0][..., 1]
+        else:
+            gates = (margin > 0).to(logits.dtype)
+        return GateDecision(gates=gates, probs=torch.sigmoid(margin), extras={"logits": logits})
+
+    def inference_macs(self, in_shape: tuple[int, ...]) -> int:
+        """FC1 and FC2 (GAP and BN are not MACs in our convention)."""
+        return in_shape[0] * self.hidden + self.hidden * 2
+
+
+@dataclass(frozen=True)
+class AIGOptions:
+    """Keyword arguments of every ``aig_*`` model."""
+
+    gate_hidden: int = 16
+    tau: float = 1.0
+    gate_bias: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.gate_hidden, int) or self.gate_hidden < 1:
+            raise ValueError(f"gate_hidden must be an integer >= 1, got {self.gate_hidden!r}")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau!r}")
+
+    @property
+    def num_paths(self) -> int:
+        return 1
+
+    def gate_factory(self):
+        def make(index: int, in_channels: int, num_paths: int) -> nn.Module:
+            return AIGGate(in_channels, self.gate_hidden, self.tau, self.gate_bias)
+
+        return make
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def target_rate_loss(gates: Sequence[Tensor | None], target: float) -> Tensor:
+    """ConvNet-AIG's L_target = mean_l (t − z_l)²."""
+    return ((target - execution_rates(gates)) ** 2).mean()
+
+
+class AIGLoss:
+    """L = α_cls·CE + α_res·mean_l (t − z_l)²."""
+
+    def __init__(self, target: float, alpha_res: float = 1.0, alpha_cls: float = 1.0) -> None:
+        if not 0.0 < target <= 1.0:
+            raise ValueError(f"target rate t must be in (0, 1], got {target}")
+        self.target, self.alpha_res, self.alpha_cls = target, alpha_res, alpha_cls
+
+    def __call__(
+        self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None
+    ) -> LossOutput:
+        cls = F.cross_entropy(logits, labels)
+        rate = target_rate_loss(routing.gates, self.target)
+        total = self.alpha_cls * cls + self.alpha_res * rate
+        parts = {"cls": cls.detach(), "target": rate.detach(), "total": total.detach()}
+        return LossOutput(total=total, parts=parts)
+
+
+register_method("aig", "aig", AIGOptions, "ConvNet-AIG variant (one gate per block)")
