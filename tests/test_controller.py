@@ -134,3 +134,20 @@ def test_category_heads_run_only_in_training():
 def test_bad_controller_arguments_name_the_argument(kwargs, arg):
     with pytest.raises(ValueError, match=arg):
         dmnn.create_model("dmnn_resnet20", **kwargs)
+
+
+def test_noise_scale_zero_makes_training_decisions_deterministic_with_gradients():
+    g = torch.tensor([[0.3, 0.1], [0.0, 0.4]], requires_grad=True)
+    hard, _ = straight_through_gumbel(g, noise_scale=0.0)
+    assert hard[:, 1].tolist() == [0.0, 1.0]  # the eval argmax
+    hard[:, 1].sum().backward()
+    assert (g.grad[:, 1] > 0).all()
+
+
+def test_noise_schedule_holds_then_decays_to_final():
+    from dmnn.gates import noise_schedule
+
+    scales = [noise_schedule(e, 11, 0.5, 0.0) for e in range(11)]
+    assert scales[:6] == [1.0] * 6 and scales[-1] == 0.0
+    assert scales[6:] == pytest.approx([0.8, 0.6, 0.4, 0.2, 0.0])
+    assert noise_schedule(10, 11, 1.0, 0.0) == 1.0  # anneal_from 1: the paper's constant noise

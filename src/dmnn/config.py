@@ -27,6 +27,8 @@ class TrainConfig:
     category_supervision: bool = True
     tau: float = 1.0
     gate_bias: float = 2.0
+    noise_anneal_from: float = 0.5  # fraction of training after which Gumbel noise decays
+    noise_final: float = 0.0  # noise scale at the last epoch (1.0 with anneal_from 1: paper)
     width_mult: float | None = None
     # data
     dataset: str = "digits"
@@ -81,6 +83,8 @@ class TrainConfig:
             raise ValueError("schedule 'multistep' needs milestones (epochs where lr drops)")
         if self.macs_scope not in MACS_SCOPES:
             raise ValueError(f"macs_scope must be one of {MACS_SCOPES}, got {self.macs_scope!r}")
+        if not 0.0 <= self.noise_anneal_from <= 1.0 or not 0.0 <= self.noise_final <= 1.0:
+            raise ValueError("noise_anneal_from and noise_final must be in [0, 1]")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.warmup_epochs < 0:

@@ -38,6 +38,7 @@ class DMNNController(nn.Module):
         if tau <= 0:
             raise ValueError(f"tau (Gumbel temperature) must be > 0, got {tau}")
         self.num_paths, self.hidden_dim, self.tau = num_paths, hidden_dim, tau
+        self.noise_scale = 1.0  # Gumbel noise multiplier in training (engine anneals it)
         self.fc_in = nn.Linear(in_channels, hidden_dim)  # W1
         self.fc_prev = nn.Linear(hidden_dim, hidden_dim) if prev_state and not first else None  # W2
         self.fc_gate = nn.Linear(hidden_dim, 2 * num_paths)  # W3, b3
@@ -62,7 +63,8 @@ class DMNNController(nn.Module):
         margin = logits[..., 1] - logits[..., 0]
         category = None
         if self.training:
-            gates = straight_through_gumbel(logits, self.tau)[0][..., 1]
+            gates = straight_through_gumbel(logits, self.tau, noise_scale=self.noise_scale)[0]
+            gates = gates[..., 1]
             if self.category_head is not None:
                 category = self.category_head(h)
         else:  # eqn 8 without noise: argmax of [off, on], ties to off (one op: latency matters)

@@ -24,6 +24,7 @@ from .checkpoint import (
 from .config import TrainConfig, resolve_config
 from .data import DataBundle, load_dataset
 from .evaluate import collect, summarize_record
+from .gates import noise_schedule, set_gate_noise
 from .losses import DMNNLoss, macs_fraction
 from .models.network import DynamicNet
 from .registry import create_model, model_family
@@ -198,6 +199,8 @@ class Trainer:
         model, cfg = self.model, self.cfg
         model.train()
         self.data.train.set_epoch(epoch)
+        noise = noise_schedule(epoch, cfg.epochs, cfg.noise_anneal_from, cfg.noise_final)
+        set_gate_noise(model, noise)
         totals = {"loss": 0.0, "correct": 0.0, "seen": 0, "macs_ratio": 0.0, "dyn_ratio": 0.0}
         parts_sum: dict[str, float] = {}
         bar = tqdm(
@@ -236,6 +239,7 @@ class Trainer:
                                 macs=f"{totals['macs_ratio'] / seen:.3f}")
         seen = totals["seen"]
         result = {
+            "gate_noise": noise,
             "train_loss": totals["loss"] / seen, "train_top1": totals["correct"] / seen,
             "train_macs_ratio": totals["macs_ratio"] / seen,
             "train_macs_ratio_dynamic": totals["dyn_ratio"] / seen,

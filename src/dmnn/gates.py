@@ -42,15 +42,20 @@ def sample_gumbel(shape: torch.Size, *, device=None, dtype=None, generator=None)
 
 
 def straight_through_gumbel(
-    logits: Tensor, tau: float = 1.0, noise: Tensor | None = None
+    logits: Tensor, tau: float = 1.0, noise: Tensor | None = None, noise_scale: float = 1.0
 ) -> tuple[Tensor, Tensor]:
     """Eqn 8 in training: hard one-hot of softmax((g + Δ)/τ), soft gradient.
 
     ``logits`` (..., 2) ordered [off, on]. Returns (hard one-hot carrying the soft gradient,
-    soft probabilities). ``noise`` overrides the Gumbel sample (tests pin eqn 8 with it).
+    soft probabilities). ``noise`` overrides the Gumbel sample (tests pin eqn 8 with it);
+    ``noise_scale`` multiplies the sampled noise (0: deterministic decisions, as at eval).
     """
     if noise is None:
-        noise = sample_gumbel(logits.shape, device=logits.device, dtype=logits.dtype)
+        if noise_scale == 0.0:
+            noise = torch.zeros_like(logits)
+        else:
+            noise = noise_scale * sample_gumbel(
+                logits.shape, device=logits.device, dtype=logits.dtype)
     soft = F.softmax((logits + noise) / tau, dim=-1)
     index = soft.argmax(dim=-1, keepdim=True)
     hard = torch.zeros_like(soft).scatter_(-1, index, 1.0)
@@ -65,3 +70,26 @@ def hard_argmax(logits: Tensor) -> Tensor:
 
 GateOverride = Callable[[int, int, torch.device], Tensor]
 """(block index, batch size, device) -> (B, N) 0/1 gates replacing a block's decision."""
+
+
+def set_gate_noise(model: torch.nn.Module, scale: float) -> None:
+    """Scale the Gumbel noise of every gate that draws any (see :func:`noise_schedule`)."""
+    for module in model.modules():
+        if hasattr(module, "noise_scale"):
+            module.noise_scale = scale
+
+
+def noise_schedule(epoch: int, epochs: int, anneal_from: float, final: float) -> float:
+    """Gumbel noise scale for an epoch: 1 until ``anneal_from`` of training, then linear to
+    ``final`` at the last epoch.
+
+    Why: eval decides by argmax without noise, so a gate that is on 70 % of the time in training
+    is always on at test; ending training with little noise makes the training-time MACs ratio,
+    which the resource loss holds at r, the one the evaluation sees.
+    """
+    if epochs <= 1 or anneal_from >= 1.0:
+        return 1.0
+    progress = epoch / (epochs - 1)
+    if progress <= anneal_from:
+        return 1.0
+    return 1.0 - (progress - anneal_from) / (1.0 - anneal_from) * (1.0 - final)

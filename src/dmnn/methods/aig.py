@@ -32,6 +32,7 @@ class AIGGate(nn.Module):
                  gate_bias: float = 2.0) -> None:
         super().__init__()
         self.tau, self.hidden = tau, hidden
+        self.noise_scale = 1.0  # Gumbel noise multiplier in training (engine anneals it)
         self.fc1 = nn.Linear(in_channels, hidden)
         self.bn = nn.BatchNorm1d(hidden)
         self.fc2 = nn.Linear(hidden, 2)
@@ -43,7 +44,8 @@ class AIGGate(nn.Module):
         logits = self.fc2(h).view(-1, 1, 2)
         margin = logits[..., 1] - logits[..., 0]
         if self.training:
-            gates = straight_through_gumbel(logits, self.tau)[0][..., 1]
+            gates = straight_through_gumbel(logits, self.tau, noise_scale=self.noise_scale)[0]
+            gates = gates[..., 1]
         else:
             gates = (margin > 0).to(logits.dtype)
         return GateDecision(gates=gates, probs=torch.sigmoid(margin), extras={"logits": logits})
