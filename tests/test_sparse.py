@@ -7,7 +7,7 @@ import dmnn
 from dmnn.bench import static_twin
 from dmnn.forcing import force_gates
 
-DMNN_MODELS = dmnn.list_models("dmnn") + dmnn.list_models("aig")
+DMNN_MODELS = dmnn.list_models("dmnn") + dmnn.list_models("aig") + dmnn.list_models("drnet")
 
 
 def outputs(model, x, spec, seed=0):

@@ -35,6 +35,7 @@ class TrainConfig:
     data_dir: str | None = None
     categories: str | int | None = None
     workers: int = 0
+    copies: int = 2  # DRNet: augmented copies of every training sample (M)
     max_train_samples: int | None = None
     max_test_samples: int | None = None
     # optimisation (§4.1)
@@ -85,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"macs_scope must be one of {MACS_SCOPES}, got {self.macs_scope!r}")
         if not 0.0 <= self.noise_anneal_from <= 1.0 or not 0.0 <= self.noise_final <= 1.0:
             raise ValueError("noise_anneal_from and noise_final must be in [0, 1]")
+        if not isinstance(self.copies, int) or self.copies < 1:
+            raise ValueError(f"copies must be an integer >= 1, got {self.copies!r}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.warmup_epochs < 0:

@@ -65,11 +65,21 @@ def model_kwargs(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
 
 def build_loss(cfg: TrainConfig):
     """The training loss of the model's method (static models: classification only)."""
-    if model_family(cfg.model) == "aig":
+    family = model_family(cfg.model)
+    if family == "aig":
         from .methods.aig import AIGLoss
 
         return AIGLoss(cfg.target_rate, alpha_res=cfg.alpha_res, alpha_cls=cfg.alpha_cls)
+    if family == "drnet":
+        from .methods.drnet import DRNetLoss
+
+        return DRNetLoss(cfg.target_rate, copies=cfg.copies)
     return DMNNLoss(cfg.loss_config())
+
+
+def train_copies(cfg: TrainConfig) -> int:
+    """Augmented copies of each training sample per batch (DRNet's M; 1 for the others)."""
+    return cfg.copies if model_family(cfg.model) == "drnet" else 1
 
 
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
@@ -112,7 +122,8 @@ class Trainer:
         self.data = load_dataset(
             cfg.dataset, cfg.data_dir, categories=cfg.categories, batch_size=cfg.batch_size,
             eval_batch_size=cfg.eval_batch_size, num_workers=cfg.workers, seed=cfg.seed,
-            max_train_samples=cfg.max_train_samples, max_test_samples=cfg.max_test_samples,
+            copies=train_copies(cfg), max_train_samples=cfg.max_train_samples,
+            max_test_samples=cfg.max_test_samples,
             device=self.device if self.device.type != "cpu" else None,
         )
         self.model_kwargs = model_kwargs(self.cfg, self.data)
@@ -172,6 +183,8 @@ class Trainer:
         load_weights(self.model, tensors, str(self.last_path))
         restore_training(meta, tensors, self.optimizer, self.scheduler)
         self.state = RunState(**meta["extra"]["state"])
+        if hasattr(self.loss, "load_state_dict") and meta["extra"].get("loss_state"):
+            self.loss.load_state_dict(meta["extra"]["loss_state"])
 
     def save(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
         return save_checkpoint(
@@ -181,6 +194,7 @@ class Trainer:
             extra={
                 "state": vars(self.state).copy(), "config": self.cfg.to_dict(),
                 "data": self.data.spec.to_dict(), "input_size": self.input_size,
+                "loss_state": self.loss.state_dict() if hasattr(self.loss, "state_dict") else {},
                 "metrics": metrics or {},
             },
         )

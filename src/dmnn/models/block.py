@@ -69,10 +69,34 @@ class GatedBlock(nn.Module):
         decision = self.decide(x, state)
         base = self.shortcut(x) if self.shortcut is not None else None
         gates = decision.gates if decision is not None else None
+        if gates is not None and getattr(self.gate, "mixing", "residual") == "convex":
+            return self.convex(x, base, gates), decision
         out = run_paths(
             self.paths, x, gates, base, self.execution, self.training, self.dense_above
         )
         return self.post_act(out), decision
+
+    def convex(self, x: Tensor, base: Tensor, gates: Tensor) -> Tensor:
+        """x_{l+1} = r·F(x) + (1 − r)·shortcut(x), F the whole block (DRNet eqn 4; one path).
+
+        Sparse at eval (binary r): rows with r = 1 get F on just those rows, the others keep the
+        shortcut; F is never computed for a skipped row.
+        """
+        path = self.paths[0]
+        sparse = self.execution == "sparse" or (self.execution == "auto" and not self.training)
+        if not sparse:
+            full = self.post_act(base + path(x))
+            r = gates[:, :1].to(full.dtype).view(-1, *([1] * (full.dim() - 1)))
+            return r * full + (1 - r) * base
+        on = gates[:, 0] > 0.5
+        count = int(on.sum())
+        if count == x.shape[0]:
+            return self.post_act(base + path(x))
+        if count == 0:
+            return base
+        rows = on.nonzero().squeeze(1)
+        y = self.post_act(base.index_select(0, rows) + path(x.index_select(0, rows)))
+        return base.clone().index_copy_(0, rows, y)
 
 
 PathFactory = Callable[[int, int, int, int], nn.Module]
