@@ -7,7 +7,7 @@ import dmnn
 from dmnn.bench import static_twin
 from dmnn.forcing import force_gates
 
-DMNN_MODELS = dmnn.list_models("dmnn") + dmnn.list_models("aig") + dmnn.list_models("drnet")
+DMNN_MODELS = [n for f in ("dmnn", "aig", "drnet", "lcnet") for n in dmnn.list_models(f)]
 
 
 def outputs(model, x, spec, seed=0):
@@ -26,6 +26,10 @@ def test_sparse_equals_masked_dense(name):
     for batch, specs in ((1, [0.5, "on", "off"]), (16, [0.5, "on", "off"])):
         x = torch.randn(batch, 3, size, size)
         for spec in specs:
+            if name.startswith("lcnet_"):
+                # sliced convs sum in another order; the untrained net amplifies float32
+                # rounding through its depth, so compare in float64
+                model, x = model.double(), x.double()
             dense, sparse = outputs(model, x, spec, seed=batch)
             assert (dense - sparse).abs().max().item() <= 1e-5, (batch, spec)
 

@@ -74,6 +74,10 @@ def build_loss(cfg: TrainConfig):
         from .methods.drnet import DRNetLoss
 
         return DRNetLoss(cfg.target_rate, copies=cfg.copies)
+    if family == "lcnet":
+        from .methods.lcnet import LCLoss
+
+        return LCLoss(cfg.target_rate)
     return DMNNLoss(cfg.loss_config())
 
 

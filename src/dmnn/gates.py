@@ -25,6 +25,9 @@ class GateDecision:
     state: hidden state handed to the next block's gate (DMNN's h_l), or None.
     category_logits: (B, K) controller category prediction (training only), or None.
     extras: method-specific tensors (e.g. for a method's own losses).
+    executed: (B, N) 0/1 of the paths that run, when that is not ``gates`` itself (a gate that
+        scales by a continuous salience); the MACs table counts these.
+    inactive: (B,) channels a channel gate switched off inside the block's path, or None.
     """
 
     gates: Tensor
@@ -32,6 +35,8 @@ class GateDecision:
     state: Tensor | None = None
     category_logits: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)
+    executed: Tensor | None = None
+    inactive: Tensor | None = None
 
 
 def sample_gumbel(shape: torch.Size, *, device=None, dtype=None, generator=None) -> Tensor:

@@ -107,6 +107,7 @@ class MacsTable:
     controller: tuple[int, ...]
     paths: tuple[tuple[int, ...], ...]
     gated: tuple[bool, ...]
+    channel_macs: tuple[int, ...] = ()  # per block: MACs saved per inactive channel-gated channel
 
     @property
     def num_blocks(self) -> int:
@@ -138,20 +139,26 @@ class MacsTable:
         return self.static
 
     def per_sample(
-        self, gates: Sequence[Tensor | None], dtype: torch.dtype = torch.float64
+        self, gates: Sequence[Tensor | None], dtype: torch.dtype = torch.float64,
+        inactive: Sequence[Tensor | None] | None = None,
     ) -> Tensor:
         """Per-sample MACs (B,) for per-block gates (B, N); None means an always-on block.
 
         Differentiable in the gates, so losses can use it (eqn 13 is its batch mean).
+        ``inactive``: per block, (B,) channels switched off inside path 0 by a channel gate;
+        each saves ``channel_macs`` of that block where the path runs.
         """
         if len(gates) != self.num_blocks:
             raise ValueError(f"gates has {len(gates)} blocks, the table has {self.num_blocks}")
         total: Tensor | None = None
-        for g, cost, gated in zip(gates, self.paths, self.gated, strict=True):
+        for i, (g, cost, gated) in enumerate(zip(gates, self.paths, self.gated, strict=True)):
             if g is None or not gated:
                 continue
             c = torch.tensor(cost, dtype=dtype, device=g.device)
             term = (g.to(dtype) * c).sum(dim=1)
+            off = inactive[i] if inactive is not None else None
+            if off is not None and self.channel_macs:
+                term = term - g[:, 0].to(dtype) * off.to(dtype) * self.channel_macs[i]
             total = term if total is None else total + term
         if total is None:
             batch = next((g.shape[0] for g in gates if g is not None), 1)
@@ -182,7 +189,7 @@ def build_macs_table(model: DynamicNet, input_size: tuple[int, int]) -> MacsTabl
     """Walk the model's stem, blocks and head for one (H, W) input."""
     shape: Shape = (model.in_chans, *input_size)
     stem, shape = walk(model.stem, shape)
-    shortcut, controller, paths, gated = [], [], [], []
+    shortcut, controller, paths, gated, channel = [], [], [], [], []
     for block in model.blocks:
         in_shape = shape
         path_macs = []
@@ -197,6 +204,8 @@ def build_macs_table(model: DynamicNet, input_size: tuple[int, int]) -> MacsTabl
             raise ValueError(f"block {block.index}: shortcut gives {sc_shape}, paths {out_shape}")
         gate = block.gate
         ctrl = gate.inference_macs(in_shape) if gate is not None else 0
+        per_channel = getattr(gate, "channel_macs", None)
+        channel.append(per_channel(block.paths[0], in_shape) if per_channel else 0)
         shortcut.append(sc_macs)
         controller.append(ctrl)
         paths.append(tuple(path_macs))
@@ -208,4 +217,5 @@ def build_macs_table(model: DynamicNet, input_size: tuple[int, int]) -> MacsTabl
         input_size=tuple(input_size),  # type: ignore[arg-type]
         stem=stem, head=head, shortcut=tuple(shortcut), controller=tuple(controller),
         paths=tuple(paths), gated=tuple(gated),
+        channel_macs=tuple(channel) if any(channel) else (),
     )

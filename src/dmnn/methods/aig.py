@@ -74,7 +74,7 @@ class AIGOptions:
         return 1
 
     def gate_factory(self):
-        def make(index: int, in_channels: int, num_paths: int) -> nn.Module:
+        def make(index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
             return AIGGate(in_channels, self.gate_hidden, self.tau, self.gate_bias)
 
         return make

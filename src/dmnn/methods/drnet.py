@@ -76,7 +76,7 @@ class DRNetOptions:
         return 1
 
     def gate_factory(self):
-        def make(index: int, in_channels: int, num_paths: int) -> nn.Module:
+        def make(index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
             return DRNetRouter(in_channels, self.router_hidden, self.beta)
 
         return make

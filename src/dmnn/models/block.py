@@ -63,12 +63,15 @@ class GatedBlock(nn.Module):
         if self.gate_override is not None:
             forced = self.gate_override(self.index, x.shape[0], x.device)
             decision.gates = forced.to(device=x.device, dtype=decision.gates.dtype)
+            decision.executed = None  # what runs is now exactly the forced gates
         return decision
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, GateDecision | None]:
         decision = self.decide(x, state)
         base = self.shortcut(x) if self.shortcut is not None else None
         gates = decision.gates if decision is not None else None
+        if gates is not None and hasattr(self.gate, "execute"):  # a method's own execution
+            return self.gate.execute(self, x, base, decision), decision
         if gates is not None and getattr(self.gate, "mixing", "residual") == "convex":
             return self.convex(x, base, gates), decision
         out = run_paths(
@@ -127,7 +130,7 @@ def residual_stages(
                 GatedBlock(
                     [make_path(c_in, width, c_out, stride) for _ in range(num_paths)],
                     shortcut,
-                    gate_factory(index, c_in, num_paths) if gate_factory else None,
+                    gate_factory(index, c_in, num_paths, width) if gate_factory else None,
                     post_act=nn.ReLU(inplace=True), stage=stage, in_channels=c_in,
                     out_channels=c_out, stride=stride, path_width=width,
                 )

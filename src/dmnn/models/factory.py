@@ -21,6 +21,7 @@ class Method:
     family: str
     options: type
     doc: str
+    backbones: Callable[[str], bool] = lambda name: True  # which backbones it applies to
 
 
 _BACKBONES: dict[str, tuple[Callable[..., DynamicNet], str]] = {}
@@ -52,15 +53,20 @@ def register_backbone(name: str, build: Callable[..., DynamicNet], doc: str) -> 
     _BACKBONES[name] = (build, doc)
     register_model("static", name)(static)
     for method in _METHODS:
-        _register_variant(name, method)
+        if method.backbones(name):
+            _register_variant(name, method)
 
 
-def register_method(prefix: str, family: str, options: type, doc: str) -> None:
-    """Add a gating method: registers ``<prefix>_<backbone>`` for every backbone."""
-    method = Method(prefix, family, options, doc)
+def register_method(
+    prefix: str, family: str, options: type, doc: str,
+    backbones: Callable[[str], bool] | None = None,
+) -> None:
+    """Add a gating method: registers ``<prefix>_<backbone>`` for every (matching) backbone."""
+    method = Method(prefix, family, options, doc, backbones or (lambda name: True))
     _METHODS.append(method)
     for name in _BACKBONES:
-        _register_variant(name, method)
+        if method.backbones(name):
+            _register_variant(name, method)
 
 
 def backbone_of(name: str) -> str:

@@ -76,7 +76,7 @@ def mobilenetv2(
             blocks.append(
                 GatedBlock(
                     paths, shortcut,
-                    gate_factory(index, c_in, num_paths) if gate_factory else None,
+                    gate_factory(index, c_in, num_paths, sub) if gate_factory else None,
                     stage=stage, in_channels=c_in, out_channels=c_out, stride=stride,
                     path_width=sub,
                 )

@@ -95,7 +95,10 @@ class DynamicNet(nn.Module):
             return logits
         table = self.macs_table(size)
         gates = [d.gates if d is not None else None for d in decisions]
-        macs = table.per_sample(gates)
+        executed = [None if d is None else d.gates if d.executed is None else d.executed
+                    for d in decisions]
+        inactive = [d.inactive if d is not None else None for d in decisions]
+        macs = table.per_sample(executed, inactive=inactive)
         if macs.shape[0] != logits.shape[0]:  # a static model has no gates to size it
             macs = macs.expand(logits.shape[0]).clone()
         routing = Routing(

@@ -10,8 +10,8 @@ from torch import nn
 from ..controller import DMNNController
 from .split import check_num_sub_blocks
 
-GateFactory = Callable[[int, int, int], nn.Module]
-"""(block index, block input channels, number of paths) -> gate module."""
+GateFactory = Callable[[int, int, int, int], nn.Module]
+"""(block index, block input channels, number of paths, path width) -> gate module."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class DMNNOptions:
         return self.num_sub_blocks
 
     def gate_factory(self) -> GateFactory:
-        def make(index: int, in_channels: int, num_paths: int) -> nn.Module:
+        def make(index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
             return DMNNController(
                 in_channels, num_paths, self.hidden_dim, prev_state=self.prev_state,
                 first=index == 0, num_categories=self.num_categories, tau=self.tau,

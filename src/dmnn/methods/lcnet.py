@@ -1,0 +1,210 @@
+"""LC-Net (layer and channel salience nets; lcnet-paper.txt) on the ResNet backbones.
+
+A shared global average pool feeds two FC layers per block: L-Net (C → 1) gives the block
+salience S_L (eqn 3) that scales the residual, C-Net (C → C1) gives a salience per output channel
+of the block's first conv (eqn 4) that scales that layer's output. Both use ReLU-1 (eqn 5, clamp to
+[0, 1]); training uses a leaky ReLU-1. Saliences stay continuous at inference (they scale what
+runs); a zero block salience skips the block and a zero channel salience skips that channel's
+computation in the first conv and the matching input channel of the next conv. The loss adds L1
+penalties on both saliences to the classification loss.
+
+Execution at eval: the rows with S_L > 0 are gathered; the first conv, its BatchNorm and the next
+conv's input are sliced to the channels that are active for at least one of those rows (per
+sample at batch 1, where this is exact weight slicing); inactive channels of a row still get its
+zero salience, so results equal the masked computation. Per-sample MACs count each sample's own
+active channels; in a batch the executor computes the union, which the benchmark measures.
+
+Where we differ: the paper trains its control nets with their own tiny learning rate and fixed
+L1 weights; we use the shared schedule and adapt the L1 weights during training (× exp(κ·(f/f_total
+− r)) after every step, like DRNet's μ) so the MACs ratio settles at ``--target-rate`` for a
+matched-compute comparison. The channel salience is applied after the first conv's BN and ReLU.
+Only ResNet backbones: their first conv is a plain (ungrouped) conv.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..gates import GateDecision
+from ..losses import LossOutput
+from ..macs import walk
+from ..models.factory import register_method
+from ..routing import Routing
+
+
+def relu1(x: Tensor) -> Tensor:
+    """Eqn 5: 0 below 0, x on [0, 1], 1 above."""
+    return x.clamp(0.0, 1.0)
+
+
+def leaky_relu1(x: Tensor, slope: float) -> Tensor:
+    """ReLU-1 with slope ``slope`` outside [0, 1] (training)."""
+    inside = x.clamp(0.0, 1.0)
+    return inside + slope * (x - inside)
+
+
+def _check_lc_path(path: nn.Module) -> None:
+    ok = (isinstance(path, nn.Sequential) and len(path) >= 4 and isinstance(path[0], nn.Conv2d)
+          and isinstance(path[1], nn.BatchNorm2d) and isinstance(path[3], nn.Conv2d)
+          and path[0].groups == 1 and path[3].groups == 1)
+    if not ok:
+        raise ValueError("LC-Net needs a path starting conv → BN → act → conv (ungrouped)")
+
+
+def path_forward(path: nn.Sequential, x: Tensor, channel: Tensor) -> Tensor:
+    """Dense: F(x) with the first layer's output scaled per channel."""
+    h = path[2](path[1](path[0](x))) * channel[:, :, None, None]
+    return path[3:](h)
+
+
+def path_sliced(path: nn.Sequential, x: Tensor, channel: Tensor, active: Tensor) -> Tensor:
+    """F(x) computing only the ``active`` channels of the first conv and the next conv's input."""
+    conv1, bn1, act, conv2 = path[0], path[1], path[2], path[3]
+    if active.numel() == 0:  # nothing reaches conv2: its output is zero, the rest still runs
+        h_in = (x.shape[2] + 2 * conv1.padding[0] - conv1.kernel_size[0]) // conv1.stride[0] + 1
+        w_in = (x.shape[3] + 2 * conv1.padding[1] - conv1.kernel_size[1]) // conv1.stride[1] + 1
+        ho = (h_in + 2 * conv2.padding[0] - conv2.kernel_size[0]) // conv2.stride[0] + 1
+        wo = (w_in + 2 * conv2.padding[1] - conv2.kernel_size[1]) // conv2.stride[1] + 1
+        h = x.new_zeros(x.shape[0], conv2.out_channels, ho, wo)
+        if conv2.bias is not None:
+            h = h + conv2.bias.view(1, -1, 1, 1)
+        return path[4:](h)
+    bias1 = conv1.bias.index_select(0, active) if conv1.bias is not None else None
+    h = F.conv2d(x, conv1.weight.index_select(0, active), bias1, conv1.stride, conv1.padding,
+                 conv1.dilation)
+    h = F.batch_norm(h, bn1.running_mean.index_select(0, active),
+                     bn1.running_var.index_select(0, active), bn1.weight.index_select(0, active),
+                     bn1.bias.index_select(0, active), False, 0.0, bn1.eps)
+    h = act(h) * channel.index_select(1, active)[:, :, None, None]
+    h = F.conv2d(h, conv2.weight.index_select(1, active), conv2.bias, conv2.stride, conv2.padding,
+                 conv2.dilation)
+    return path[4:](h)
+
+
+class LCGate(nn.Module):
+    """Shared GAP → L-Net FC(C → 1) and C-Net FC(C → C1), ReLU-1 (leaky in training)."""
+
+    def __init__(self, in_channels: int, channels: int, leak: float = 0.01,
+                 init: float = 1.0) -> None:
+        super().__init__()
+        self.channels, self.leak = channels, leak
+        self.l_fc = nn.Linear(in_channels, 1)
+        self.c_fc = nn.Linear(in_channels, channels)
+        with torch.no_grad():  # start with every block and channel fully on
+            self.l_fc.bias.fill_(init)
+            self.c_fc.bias.fill_(init)
+
+    def saliences(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z = x.mean(dim=(2, 3))
+        if self.training:
+            return leaky_relu1(self.l_fc(z), self.leak), leaky_relu1(self.c_fc(z), self.leak)
+        return relu1(self.l_fc(z)), relu1(self.c_fc(z))
+
+    def forward(self, x: Tensor, state: Tensor | None = None) -> GateDecision:
+        block, channel = self.saliences(x)
+        executed = (block > 0).to(block.dtype)
+        inactive = (channel <= 0).sum(dim=1).to(block.dtype)
+        return GateDecision(gates=block, probs=block.detach(), executed=executed,
+                            inactive=inactive, extras={"block": block, "channel": channel})
+
+    def inference_macs(self, in_shape: tuple[int, ...]) -> int:
+        """L-Net and C-Net FCs (the shared pool is not a MAC)."""
+        return in_shape[0] * (1 + self.channels)
+
+    def channel_macs(self, path: nn.Module, in_shape: tuple[int, ...]) -> int:
+        """MACs one inactive channel saves: its first-conv output and the next conv's input."""
+        _check_lc_path(path)
+        first, shape = walk(path[0], in_shape)
+        second, _ = walk(path[3], shape)
+        return (first + second) // self.channels
+
+    def execute(self, block, x: Tensor, base: Tensor, decision: GateDecision) -> Tensor:
+        """X_l = act(shortcut(x) + S_L·F(x; S_C)), sparse at eval (see the module docstring)."""
+        path = block.paths[0]
+        s_block = decision.gates[:, 0]
+        channel = decision.extras["channel"]
+        sparse = block.execution == "sparse" or (block.execution == "auto" and not block.training)
+        if not sparse:
+            y = path_forward(path, x, channel) * s_block.view(-1, 1, 1, 1)
+            return block.post_act(base + y)
+        on = s_block > 0
+        count = int(on.sum())
+        if count == 0:
+            return block.post_act(base)
+        rows = None if count == x.shape[0] else on.nonzero().squeeze(1)
+        xs = x if rows is None else x.index_select(0, rows)
+        cs = channel if rows is None else channel.index_select(0, rows)
+        sb = s_block if rows is None else s_block.index_select(0, rows)
+        active = (cs > 0).any(dim=0).nonzero().squeeze(1)
+        y = path_sliced(path, xs, cs, active) * sb.view(-1, 1, 1, 1)
+        if rows is None:
+            return block.post_act(base + y)
+        return block.post_act(base.clone().index_add_(0, rows, y))
+
+
+@dataclass(frozen=True)
+class LCOptions:
+    """Keyword arguments of every ``lcnet_*`` model."""
+
+    leak: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.leak < 1.0:
+            raise ValueError(f"leak must be in [0, 1), got {self.leak!r}")
+
+    @property
+    def num_paths(self) -> int:
+        return 1
+
+    def gate_factory(self):
+        def make(index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
+            return LCGate(in_channels, width, self.leak)
+
+        return make
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LCLoss:
+    """CE + λ_L·mean|S_L| + λ_C·mean|S_C|, λ adapted toward the target MACs ratio."""
+
+    def __init__(self, target: float, lam_block: float = 0.01, lam_channel: float = 0.01,
+                 kappa: float = 0.05) -> None:
+        if not 0.0 < target <= 1.0:
+            raise ValueError(f"target rate r must be in (0, 1], got {target}")
+        self.target, self.lam_block, self.lam_channel, self.kappa = (
+            target, lam_block, lam_channel, kappa)
+
+    def state_dict(self) -> dict:
+        return {"lam_block": self.lam_block, "lam_channel": self.lam_channel}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lam_block, self.lam_channel = float(state["lam_block"]), float(state["lam_channel"])
+
+    def __call__(
+        self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None
+    ) -> LossOutput:
+        cls = F.cross_entropy(logits, labels)
+        blocks = [e["block"] for e in routing.extras if "block" in e]
+        channels = [e["channel"] for e in routing.extras if "channel" in e]
+        l1_block = torch.stack([b.abs().mean() for b in blocks]).mean()
+        l1_channel = torch.stack([c.abs().mean() for c in channels]).mean()
+        total = cls + self.lam_block * l1_block + self.lam_channel * l1_channel
+        ratio = (routing.macs.detach().mean() / routing.table.full).item()
+        factor = math.exp(self.kappa * (ratio - self.target))
+        self.lam_block *= factor
+        self.lam_channel *= factor
+        parts = {"cls": cls.detach(), "l1_block": l1_block.detach(),
+                 "l1_channel": l1_channel.detach(), "total": total.detach(),
+                 "lambda": torch.tensor(self.lam_channel)}
+        return LossOutput(total=total, parts=parts)
+
+
+register_method("lcnet", "lcnet", LCOptions, "LC-Net variant (block and channel saliences)",
+                backbones=lambda name: name.startswith("resnet"))
