@@ -39,19 +39,22 @@ def static_twin(model: DynamicNet) -> DynamicNet:
     return twin
 
 
-def decide_all_on(model: DynamicNet) -> None:
-    """Make every controller decide 'on' by itself (W3 = 0, on-bias > off-bias).
+def decide_all_on(model: DynamicNet) -> bool:
+    """Make every DMNN controller decide 'on' by itself (W3 = 0, on-bias > off-bias).
 
     The all-on variants then run the real controllers with no forcing machinery, so the
-    controller overhead they show is what a deployed all-on DMNN pays.
+    controller overhead they show is what a deployed all-on DMNN pays. Returns False (and
+    changes nothing) for gates of other methods, whose all-on variants are forced instead.
     """
+    gates = [b.gate for b in model.blocks if b.gate is not None]
+    if not all(hasattr(g, "fc_gate") for g in gates):
+        return False
     with torch.no_grad():
-        for block in model.blocks:
-            fc = getattr(block.gate, "fc_gate", None)
-            if fc is not None:
-                fc.weight.zero_()
-                fc.bias.view(-1, 2)[:, 0] = 0.0
-                fc.bias.view(-1, 2)[:, 1] = 1.0
+        for gate in gates:
+            gate.fc_gate.weight.zero_()
+            gate.fc_gate.bias.view(-1, 2)[:, 0] = 0.0
+            gate.fc_gate.bias.view(-1, 2)[:, 1] = 1.0
+    return True
 
 
 def check_bench_args(model: str, rate: float, batch: int, input_size: int | None) -> None:
@@ -91,7 +94,8 @@ def bench(
     static_kwargs = {k: v for k, v in (model_kwargs or {}).items()
                      if k in ("num_classes", "in_chans", "width_mult")}
     static = create_model(backbone_of(model), **static_kwargs).eval()
-    decide_all_on(dmnn)  # rate-r variants force their gates; the all-on ones decide for real
+    natural = decide_all_on(dmnn)  # rate-r variants force their gates; all-on ones decide
+    all_on = None if natural else "on"
     size = input_size or dmnn.default_input_size
     table = dmnn.macs_table(size)
     x = torch.randn(batch, dmnn.in_chans, size, size, generator=torch.Generator().manual_seed(seed))
@@ -119,7 +123,8 @@ def bench(
             s = seed + i
             variants = {
                 "static": lambda: static(x), "twin": twin,
-                "all_on_masked": gated("dense", None, s), "all_on_sparse": gated("sparse", None, s),
+                "all_on_masked": gated("dense", all_on, s),
+                "all_on_sparse": gated("sparse", all_on, s),
                 "masked": gated("dense", rate, s), "sparse": gated("sparse", rate, s),
             }
             outs = {}
@@ -140,10 +145,11 @@ def bench(
             if progress is not None:
                 progress(i + 1, warmup + repeats)
     dmnn.set_execution("auto")
-    with torch.inference_mode():
-        _, routing = dmnn(x, return_routing=True)
-    if not all(bool(g.all()) for g in routing.gates if g is not None):
-        raise RuntimeError("all-on variant did not run every sub-block")
+    if natural:
+        with torch.inference_mode():
+            _, routing = dmnn(x, return_routing=True)
+        if not all(bool(g.all()) for g in routing.gates if g is not None):
+            raise RuntimeError("all-on variant did not run every sub-block")
     ms = {k: _median_ms(v) for k, v in times.items()}
     ms_min = {k: min(v) * 1e3 for k, v in times.items()}
     macs_ratio = statistics.fmean(macs) / table.full
