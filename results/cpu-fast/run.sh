@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # The cpu-fast CIFAR-10 result: static ResNet-20 and DMNN-20 (N=2) at r = 0.5 and 0.7, the same
 # data, augmentation and schedule. Run from the repo root; re-running resumes unfinished runs.
-# Metrics land in runs/cpu-fast/*/metrics.json;
-#   python results/collect.py runs/cpu-fast results/cpu-fast
-# copies them here and prints the README table.
+# Metrics land in runs/cpu-fast/*/metrics.json; copy them here with results/cpu-fast/collect.sh.
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar-10-batches-py}
 run() {  # run NAME ARGS...
