@@ -13,7 +13,7 @@ Initial biases follow the original ([off, on] = [0.1, gate_bias], open at the st
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..gates import GateDecision, straight_through_gumbel
 from ..losses import LossOutput, execution_rates
 from ..models.factory import register_method
+from ..models.options import MethodOptions
 from ..routing import Routing
 
 
@@ -56,7 +57,7 @@ class AIGGate(nn.Module):
 
 
 @dataclass(frozen=True)
-class AIGOptions:
+class AIGOptions(MethodOptions):
     """Keyword arguments of every ``aig_*`` model."""
 
     gate_hidden: int = 16
@@ -69,18 +70,8 @@ class AIGOptions:
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0, got {self.tau!r}")
 
-    @property
-    def num_paths(self) -> int:
-        return 1
-
-    def gate_factory(self):
-        def make(index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
-            return AIGGate(in_channels, self.gate_hidden, self.tau, self.gate_bias)
-
-        return make
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def make_gate(self, index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
+        return AIGGate(in_channels, self.gate_hidden, self.tau, self.gate_bias)
 
 
 def target_rate_loss(gates: Sequence[Tensor | None], target: float) -> Tensor:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..gates import GateDecision
 from ..losses import LossOutput
 from ..models.factory import register_method
+from ..models.options import MethodOptions
 from ..routing import Routing
 
 
@@ -59,7 +60,7 @@ class DRNetRouter(nn.Module):
 
 
 @dataclass(frozen=True)
-class DRNetOptions:
+class DRNetOptions(MethodOptions):
     """Keyword arguments of every ``drnet_*`` model."""
 
     router_hidden: int = 16
@@ -71,18 +72,8 @@ class DRNetOptions:
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta!r}")
 
-    @property
-    def num_paths(self) -> int:
-        return 1
-
-    def gate_factory(self):
-        def make(index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
-            return DRNetRouter(in_channels, self.router_hidden, self.beta)
-
-        return make
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def make_gate(self, index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
+        return DRNetRouter(in_channels, self.router_hidden, self.beta)
 
 
 def routes(gates: Sequence[Tensor | None], copies: int) -> Tensor:

@@ -24,7 +24,7 @@ Only ResNet backbones: their first conv is a plain (ungrouped) conv.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from ..gates import GateDecision
 from ..losses import LossOutput
 from ..macs import walk
 from ..models.factory import register_method
+from ..models.options import MethodOptions
 from ..routing import Routing
 
 
@@ -148,7 +149,7 @@ class LCGate(nn.Module):
 
 
 @dataclass(frozen=True)
-class LCOptions:
+class LCOptions(MethodOptions):
     """Keyword arguments of every ``lcnet_*`` model."""
 
     leak: float = 0.01
@@ -157,18 +158,8 @@ class LCOptions:
         if not 0.0 <= self.leak < 1.0:
             raise ValueError(f"leak must be in [0, 1), got {self.leak!r}")
 
-    @property
-    def num_paths(self) -> int:
-        return 1
-
-    def gate_factory(self):
-        def make(index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
-            return LCGate(in_channels, width, self.leak)
-
-        return make
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def make_gate(self, index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
+        return LCGate(in_channels, width, self.leak)
 
 
 class LCLoss:

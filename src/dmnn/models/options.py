@@ -1,4 +1,5 @@
-"""DMNN options shared by every backbone, and the gate factory that turns them into controllers."""
+"""Options of the gating methods: the extra keyword arguments of their models, and the gate
+factory that turns them into one gate per block."""
 
 from __future__ import annotations
 
@@ -15,7 +16,25 @@ GateFactory = Callable[[int, int, int, int], nn.Module]
 
 
 @dataclass(frozen=True)
-class DMNNOptions:
+class MethodOptions:
+    """Base of a method's options: one path per block and ``make_gate`` unless overridden."""
+
+    @property
+    def num_paths(self) -> int:
+        return 1
+
+    def make_gate(self, index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
+        raise NotImplementedError
+
+    def gate_factory(self) -> GateFactory | None:
+        return self.make_gate
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DMNNOptions(MethodOptions):
     """Keyword arguments of every ``dmnn_*`` model.
 
     num_sub_blocks: N, sub-blocks per residual block.
@@ -46,22 +65,16 @@ class DMNNOptions:
     def num_paths(self) -> int:
         return self.num_sub_blocks
 
-    def gate_factory(self) -> GateFactory:
-        def make(index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
-            return DMNNController(
-                in_channels, num_paths, self.hidden_dim, prev_state=self.prev_state,
-                first=index == 0, num_categories=self.num_categories, tau=self.tau,
-                gate_bias=self.gate_bias,
-            )
-
-        return make
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def make_gate(self, index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
+        return DMNNController(
+            in_channels, num_paths, self.hidden_dim, prev_state=self.prev_state,
+            first=index == 0, num_categories=self.num_categories, tau=self.tau,
+            gate_bias=self.gate_bias,
+        )
 
 
 @dataclass(frozen=True)
-class TwinOptions:
+class TwinOptions(MethodOptions):
     """The ResNeXt-style static twin of a DMNN model: the same N sub-blocks, always on."""
 
     num_sub_blocks: int = 2
@@ -75,6 +88,3 @@ class TwinOptions:
 
     def gate_factory(self) -> None:
         return None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
