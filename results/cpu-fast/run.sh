@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The cpu-fast CIFAR-10 result: static ResNet-20 and DMNN-20 (N=2) at r = 0.5 and 0.7, the same
-# data, augmentation and schedule. Run from the repo root; re-running resumes unfinished runs.
-# Metrics land in runs/cpu-fast/*/metrics.json; copy them here with results/cpu-fast/collect.sh.
+# data, augmentation and schedule. Run from the repo root; re-running resumes unfinished runs
+# from their last finished epoch. RUNS (default: runs) is where the run folders go: point it
+# outside the work tree to keep checkpoints across sessions. Then
+#   python results/collect.py "$RUNS/cpu-fast" results/cpu-fast
+# copies each metrics.json here and prints the README table.
 set -euo pipefail
 DATA=${DATA:-../shared/data/cifar-10-batches-py}
+RUNS=${RUNS:-runs}
 run() {  # run NAME ARGS...
-  local out=runs/cpu-fast/$1; shift
+  local out=$RUNS/cpu-fast/$1; shift
   if [ -f "$out/metrics.json" ]; then echo "$out done"; return; fi
   if [ -f "$out/last.json" ]; then
     dmnn train --out "$out" --resume --no-progress
