@@ -110,3 +110,18 @@ def test_lcnet_trains_through_the_engine(tmp_path):
 def test_lcnet_is_registered_for_resnets_only():
     names = dmnn.list_models("lcnet")
     assert "lcnet_resnet56" in names and not any("mobilenet" in n for n in names)
+
+
+def test_eval_record_counts_executed_blocks_not_saliences(tmp_path):
+    from dmnn.data import load_dataset
+    from dmnn.evaluate import collect, summarize_record
+
+    data = load_dataset("digits", max_test_samples=16)
+    model = dmnn.create_model("lcnet_resnet20", in_chans=1).eval()
+    with torch.no_grad():
+        for b in model.blocks:
+            b.gate.l_fc.weight.zero_()
+            b.gate.l_fc.bias.fill_(0.6)  # every block runs, scaled by 0.6
+    record = collect(model, data.test, torch.device("cpu"))
+    summary = summarize_record(record, model, data.input_size)
+    assert all(rate == 1.0 for rate in summary["exec_rate_block"].values())

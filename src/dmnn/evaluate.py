@@ -22,7 +22,7 @@ class EvalRecord:
     labels: Tensor  # (n,) int64
     categories: Tensor  # (n,) int64
     top5_hit: Tensor  # (n,) bool
-    gates: list[Tensor | None]  # per block (n, N) uint8, None for always-on blocks
+    gates: list[Tensor | None]  # per block (n, N) uint8 of what ran, None for always-on blocks
     loss_sum: float
 
     def tensors(self) -> dict[str, Tensor]:
@@ -56,7 +56,7 @@ def collect(model: DynamicNet, batches: Iterable, device: torch.device) -> EvalR
         macs.append(routing.macs.detach().cpu())
         if gates is None:
             gates = [[] for _ in routing.gates]
-        for store, g in zip(gates, routing.gates, strict=True):
+        for store, g in zip(gates, routing.executed or routing.gates, strict=True):
             if g is not None:
                 store.append(g.detach().to(torch.uint8).cpu())
     if gates is None:

@@ -22,6 +22,8 @@ class Routing:
     table: the MACs table used.
     stages: stage index of each block (category-loss weights depend on it).
     extras: per block, method-specific tensors from the gate.
+    executed: per block, (B, N) 0/1 of the paths that ran (differs from ``gates`` only for gates
+        that scale by a continuous salience, e.g. LC-Net); empty means "same as gates".
     """
 
     gates: list[Tensor | None]
@@ -31,6 +33,7 @@ class Routing:
     table: MacsTable
     stages: list[int]
     extras: list[dict[str, Tensor]] = field(default_factory=list)
+    executed: list[Tensor | None] = field(default_factory=list)
 
     @property
     def gated_blocks(self) -> list[int]:
@@ -42,5 +45,6 @@ class Routing:
 
     def execution_rates(self) -> Tensor:
         """Per gated block, the fraction of (sample, sub-block) pairs executed (eqn 11)."""
-        rates = [g.float().mean() for g in self.gates if g is not None]
+        ran = self.executed or self.gates
+        rates = [g.float().mean() for g in ran if g is not None]
         return torch.stack(rates) if rates else torch.zeros(0)

@@ -109,6 +109,7 @@ class DynamicNet(nn.Module):
             table=table,
             stages=self.stages(),
             extras=[d.extras if d is not None else {} for d in decisions],
+            executed=executed,
         )
         return logits, routing
 
