@@ -6,19 +6,8 @@
 #   RUNS=/somewhere/outside/the/worktree bash results/compare/run.sh
 #   python results/collect.py "$RUNS/compare" results/compare
 set -euo pipefail
-DATA=${DATA:-../shared/data/cifar-10-batches-py}
-RUNS=${RUNS:-runs}
-run() {  # run NAME ARGS...
-  local out=$RUNS/compare/$1; shift
-  if [ -f "$out/metrics.json" ]; then echo "$out done"; return; fi
-  if [ -f "$out/last.json" ]; then
-    dmnn train --out "$out" --resume --no-progress
-  else
-    rm -rf "$out"
-    dmnn train --preset cpu-fast --data-dir "$DATA" --out "$out" --no-progress "$@"
-  fi
-}
-run twin_resnet20 --model twin_resnet20 --sub-blocks 2
-run aig_resnet20_t0.5 --model aig_resnet20 --target-rate 0.5
-run lcnet_resnet20_r0.5 --model lcnet_resnet20 --target-rate 0.5
-run drnet_resnet20_r0.5 --model drnet_resnet20 --target-rate 0.5
+source "$(dirname "$0")/../train_runs.sh"
+run compare twin_resnet20 --model twin_resnet20 --sub-blocks 2
+run compare aig_resnet20_t0.5 --model aig_resnet20 --target-rate 0.5
+run compare lcnet_resnet20_r0.5 --model lcnet_resnet20 --target-rate 0.5
+run compare drnet_resnet20_r0.5 --model drnet_resnet20 --target-rate 0.5
