@@ -34,3 +34,57 @@ def test_json_report_has_the_ratios_and_sparse_matches_masked():
     assert info["max_abs_diff_sparse_vs_masked"] <= 1e-5
     assert set(info["latency_ms"]) == {"static", "twin", "all_on_masked", "all_on_sparse",
                                        "masked", "sparse"}
+
+
+TINY = ["--max-train-samples", "64", "--max-test-samples", "32", "--batch-size", "32",
+        "--no-progress", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench_runs")
+    for model in ("dmnn_resnet20", "resnet20"):
+        result = runner.invoke(app, ["train", "--model", model, "--out", str(root / model), *TINY])
+        assert result.exit_code == 0, result.output
+    return root
+
+
+def test_checkpoint_bench_times_the_models_own_gates_on_its_test_images(trained_runs, tmp_path):
+    run = trained_runs / "dmnn_resnet20"
+    ev = runner.invoke(app, ["eval", str(run / "last.json"), "--out", str(tmp_path / "ev")])
+    assert ev.exit_code == 0, ev.output
+    from safetensors.torch import load_file
+    per_sample = load_file(str(tmp_path / "ev.safetensors"))["macs"]
+
+    result = runner.invoke(app, ["bench", "--checkpoint", str(run / "last.json"), "--batch", "4",
+                                 "--repeats", "2", "--warmup", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["gates"] == "trained" and info["images"] == 8
+    # the timed batches are the first 8 test images, so their MACs are eval's first 8
+    assert info["macs_mean"] == pytest.approx(per_sample[:8].double().mean().item(), rel=1e-9)
+    assert info["max_abs_diff_sparse_vs_masked"] <= 1e-5
+    assert set(info["latency_ms"]) == {"static", "all_on_masked", "masked", "sparse"}
+    assert info["macs_ratio_vs_static"] == pytest.approx(
+        info["macs_mean"] / info["macs_static_backbone"])
+
+
+def test_checkpoint_bench_of_a_static_model_compares_it_with_its_backbone(trained_runs):
+    result = runner.invoke(app, ["bench", "--checkpoint", str(trained_runs / "resnet20" /
+                                                               "last.json"),
+                                 "--batch", "2", "--repeats", "1", "--warmup", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["gates"] == "none" and set(info["latency_ms"]) == {"static", "model"}
+    assert info["macs_ratio_vs_static"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["bench"], "give a MODEL"),
+    (["bench", "dmnn_resnet20", "--checkpoint", "x.json"], "either MODEL or --checkpoint"),
+    (["bench", "--checkpoint", "missing.json"], "missing.json"),
+])
+def test_checkpoint_bench_argument_errors(args, needle):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1

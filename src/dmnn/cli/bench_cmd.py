@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +14,8 @@ from .app import app, friendly, print_json
 @app.command("bench")
 @friendly
 def bench_cmd(
-    model: Annotated[str, typer.Argument(help="A dynamic model, e.g. dmnn_resnet50.")],
+    model: Annotated[str | None, typer.Argument(
+        help="A dynamic model, e.g. dmnn_resnet50 (random forced gates).")] = None,
     rate: Annotated[float, typer.Option("--rate", help="Forced gate rate r in [0, 1].")] = 0.5,
     batch: Annotated[int, typer.Option("--batch", help="Batch size.")] = 1,
     input_size: Annotated[int | None, typer.Option("--input-size", help="Pixels.")] = None,
@@ -22,16 +24,28 @@ def bench_cmd(
     repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed warm-up runs.")] = 3,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", help="A trained checkpoint .json: time its own gates on its test images "
+        "instead of forced random gates.")] = None,
+    data_dir: Annotated[str | None, typer.Option(
+        "--data-dir", help="Dataset folder for --checkpoint.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Time the static backbone, DMNN masked-dense and DMNN sparse; report MACs/latency ratios."""
     from ..bench import bench, check_bench_args
     from ..registry import model_family
 
-    model_family(model)  # unknown names fail here
-    check_bench_args(model, rate, batch, input_size)
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    if checkpoint is not None:
+        if model is not None:
+            raise ValueError("give either MODEL or --checkpoint (the checkpoint names its model)")
+        bench_checkpoint(checkpoint, data_dir, batch, threads, repeats, warmup, as_json)
+        return
+    if model is None:
+        raise ValueError("give a MODEL to benchmark (see `dmnn models`) or --checkpoint FILE")
+    model_family(model)  # unknown names fail here
+    check_bench_args(model, rate, batch, input_size)
     kwargs = {"num_sub_blocks": sub_blocks} if sub_blocks is not None else {}
     bar = tqdm(total=repeats + warmup, desc="bench", leave=False, disable=None)
     result = bench(
@@ -57,3 +71,38 @@ def bench_cmd(
                f"  = {result['latency_over_macs']:.3f} × MACs ratio")
     typer.echo(f"latency ratio vs static backbone  {result['latency_ratio_vs_static']:.3f}")
     typer.echo(f"controller overhead               {result['controller_overhead']:+.1%}")
+
+
+def bench_checkpoint(
+    path: Path, data_dir: str | None, batch: int, threads: int | None, repeats: int,
+    warmup: int, as_json: bool,
+) -> None:
+    """``dmnn bench --checkpoint``: a trained model's own gates on its own test images."""
+    from ..bench_trained import bench_trained, gather_images
+    from ..checkpoint import read_checkpoint
+    from ..evaluate import load_for_eval
+
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    meta, tensors = read_checkpoint(path)
+    model, data, _ = load_for_eval(meta, tensors, data_dir, "cpu", source=str(path))
+    images = gather_images(data.test, batch * (warmup + repeats))
+    bar = tqdm(total=repeats + warmup, desc="bench", leave=False, disable=None)
+    result = bench_trained(
+        model, meta["model"], images, model_kwargs=meta["model_kwargs"], batch=batch,
+        repeats=repeats, warmup=warmup, threads=threads, progress=lambda i, n: bar.update(1),
+    )
+    bar.close()
+    result["checkpoint"] = str(path)
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"{result['model']}  batch {batch}  {result['threads']} threads  "
+               f"median of {repeats} batches of real test images")
+    for name, ms in result["latency_ms"].items():
+        typer.echo(f"  {name:16s} {ms:9.2f} ms")
+    typer.echo(f"MACs ratio vs static backbone     {result['macs_ratio_vs_static']:.3f}")
+    typer.echo(f"latency ratio vs static backbone  {result['latency_ratio_vs_static']:.3f}")
+    if "latency_ratio" in result:
+        typer.echo(f"latency ratio (sparse / all on)   {result['latency_ratio']:.3f}  "
+                   f"(MACs ratio {result['macs_ratio']:.3f})")
