@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import dmnn
 from dmnn.controller import DMNNController
-from dmnn.gates import hard_argmax, straight_through_gumbel
+from dmnn.gates import on_gates, straight_through_gumbel
 
 
 def hand_controller(first: bool = False, prev_state: bool = True) -> DMNNController:
@@ -80,8 +80,10 @@ def test_gumbel_noise_flips_decisions_at_the_logistic_rate():
     assert hard[:, 1].mean().item() == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.015)
 
 
-def test_hard_argmax_ties_go_to_off():
-    assert hard_argmax(torch.tensor([[0.3, 0.3], [0.1, 0.2]])).tolist() == [[1, 0], [0, 1]]
+def test_eval_gate_is_the_argmax_with_ties_to_off():
+    gates, margin = on_gates(torch.tensor([[0.3, 0.3], [0.1, 0.2], [0.5, -1.0]]), training=False)
+    assert gates.tolist() == [0.0, 1.0, 0.0]
+    assert margin.tolist() == pytest.approx([0.0, 0.1, -1.5])
 
 
 def test_gate_bias_starts_sub_blocks_mostly_on():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .gates import GateDecision, straight_through_gumbel
+from .gates import GateDecision, on_gates
 
 
 class DMNNController(nn.Module):
@@ -60,15 +60,10 @@ class DMNNController(nn.Module):
     def forward(self, x: Tensor, state: Tensor | None = None) -> GateDecision:
         h = self.hidden(x, state)
         logits = F.linear(h, self.fc_gate.weight, self.fc_gate.bias).view(-1, self.num_paths, 2)
-        margin = logits[..., 1] - logits[..., 0]
+        gates, margin = on_gates(logits, self.training, self.tau, self.noise_scale)
         category = None
-        if self.training:
-            gates = straight_through_gumbel(logits, self.tau, noise_scale=self.noise_scale)[0]
-            gates = gates[..., 1]
-            if self.category_head is not None:
-                category = self.category_head(h)
-        else:  # eqn 8 without noise: argmax of [off, on], ties to off (one op: latency matters)
-            gates = (margin > 0).to(logits.dtype)
+        if self.training and self.category_head is not None:
+            category = self.category_head(h)
         return GateDecision(
             gates=gates, probs=torch.sigmoid(margin), state=h, category_logits=category,
             extras={"logits": logits},

@@ -67,10 +67,20 @@ def straight_through_gumbel(
     return hard - soft.detach() + soft, soft
 
 
-def hard_argmax(logits: Tensor) -> Tensor:
-    """Eqn 8 at eval: deterministic one-hot argmax of the [off, on] logits (ties go to off)."""
-    index = logits.argmax(dim=-1, keepdim=True)
-    return torch.zeros_like(logits).scatter_(-1, index, 1.0)
+def on_gates(
+    logits: Tensor, training: bool, tau: float = 1.0, noise_scale: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Eqn 8 for [..., (off, on)] logits: the 'on' gate and the on−off margin.
+
+    Training: hard straight-through Gumbel sample. Eval: the noise-free argmax as one compare
+    (ties go to off), because every gate runs it once per block and batch-1 latency counts.
+    """
+    margin = logits[..., 1] - logits[..., 0]
+    if training:
+        gates = straight_through_gumbel(logits, tau, noise_scale=noise_scale)[0][..., 1]
+    else:
+        gates = (margin > 0).to(logits.dtype)
+    return gates, margin
 
 
 GateOverride = Callable[[int, int, torch.device], Tensor]

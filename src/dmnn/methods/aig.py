@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..gates import GateDecision, straight_through_gumbel
+from ..gates import GateDecision, on_gates
 from ..losses import LossOutput, execution_rates
 from ..models.factory import register_method
 from ..models.options import MethodOptions
@@ -43,12 +43,7 @@ class AIGGate(nn.Module):
     def forward(self, x: Tensor, state: Tensor | None = None) -> GateDecision:
         h = F.relu(self.bn(self.fc1(x.mean(dim=(2, 3)))))
         logits = self.fc2(h).view(-1, 1, 2)
-        margin = logits[..., 1] - logits[..., 0]
-        if self.training:
-            gates = straight_through_gumbel(logits, self.tau, noise_scale=self.noise_scale)[0]
-            gates = gates[..., 1]
-        else:
-            gates = (margin > 0).to(logits.dtype)
+        gates, margin = on_gates(logits, self.training, self.tau, self.noise_scale)
         return GateDecision(gates=gates, probs=torch.sigmoid(margin), extras={"logits": logits})
 
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:
