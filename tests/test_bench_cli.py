@@ -88,3 +88,13 @@ def test_checkpoint_bench_argument_errors(args, needle):
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_paired_ratio_cancels_a_slow_phase_that_hits_both_variants():
+    from dmnn.bench import paired_ratio
+    # repeat 2 ran in a slow phase (×10 for both): paired → 1.0, ratio of medians → 3.0
+    sparse, masked = [1.0, 10.0, 3.0], [1.0, 10.0, 1.0]
+    assert paired_ratio(sparse[:2], masked[:2]) == 1.0
+    assert paired_ratio(sparse, masked) == 1.0
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .bench import _median_ms
+from .bench import _median_ms, paired_ratio
 from .forcing import force_gates
 from .models.factory import backbone_of
 from .models.network import DynamicNet
@@ -123,13 +123,14 @@ def bench_trained(
         "macs_ratio": macs_mean / table.full,
         "macs_ratio_vs_static": macs_mean / static_full,
         "latency_ms": ms,
-        "latency_ratio_vs_static": ms[fast] / ms["static"],
+        "latency_ratio_vs_static": paired_ratio(times[fast], times["static"]),
     }
     if gated:
+        ratio = paired_ratio(times["sparse"], times["all_on_masked"])
         out |= {
-            "latency_ratio": ms["sparse"] / ms["all_on_masked"],
-            "latency_ratio_masked": ms["masked"] / ms["all_on_masked"],
-            "latency_over_macs": (ms["sparse"] / ms["all_on_masked"]) / out["macs_ratio"],
+            "latency_ratio": ratio,
+            "latency_ratio_masked": paired_ratio(times["masked"], times["all_on_masked"]),
+            "latency_over_macs": ratio / out["macs_ratio"],
             "max_abs_diff_sparse_vs_masked": max_diff,
         }
     return out
