@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .gates import GateDecision, on_gates
+from .gates import GateDecision, on_gates, on_probs
 
 
 class DMNNController(nn.Module):
@@ -60,13 +60,14 @@ class DMNNController(nn.Module):
     def forward(self, x: Tensor, state: Tensor | None = None) -> GateDecision:
         h = self.hidden(x, state)
         logits = F.linear(h, self.fc_gate.weight, self.fc_gate.bias).view(-1, self.num_paths, 2)
-        gates, margin = on_gates(logits, self.training, self.tau, self.noise_scale)
-        category = None
-        if self.training and self.category_head is not None:
-            category = self.category_head(h)
+        gates = on_gates(logits, self.training, self.tau, self.noise_scale)
+        category = probs = None
+        if self.training:
+            probs = on_probs(logits)
+            if self.category_head is not None:
+                category = self.category_head(h)
         return GateDecision(
-            gates=gates, probs=torch.sigmoid(margin), state=h, category_logits=category,
-            extras={"logits": logits},
+            gates=gates, probs=probs, state=h, category_logits=category, extras={"logits": logits}
         )
 
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:

@@ -103,7 +103,7 @@ class DynamicNet(nn.Module):
             macs = macs.expand(logits.shape[0]).clone()
         routing = Routing(
             gates=gates,
-            probs=[d.probs if d is not None else None for d in decisions],
+            probs=[d.on_probs() if d is not None else None for d in decisions],
             category_logits=[d.category_logits if d is not None else None for d in decisions],
             macs=macs.to(logits.device),
             table=table,
