@@ -119,3 +119,21 @@ def test_cifar_layout_trains_end_to_end(tmp_path):
                                  "--model", "dmnn_resnet20", "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "metrics.json").read_text())["dataset"] == "cifar10"
+
+
+def test_runs_that_cannot_go_on_are_one_line_errors_too(trained, tmp_path, monkeypatch):
+    again = runner.invoke(app, ["train", "--epochs", "1", "--out", str(trained), *TINY])
+    assert again.exit_code == 1 and "already holds a run" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dmnn.losses.DMNNLoss.__call__", ctrl_c)
+    out = tmp_path / "cut"
+    cut = runner.invoke(app, ["train", "--epochs", "1", "--out", str(out), *TINY])
+    assert cut.exit_code == 130, cut.output
+    errors = [line for line in cut.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: interrupted")
+    assert "no epoch had finished" in errors[0] and "Traceback" not in cut.stderr
+    assert (out / "interrupted.json").is_file() and not list(out.glob(".*.tmp"))

@@ -23,15 +23,12 @@ from .checkpoint import (
 )
 from .config import TrainConfig, resolve_config
 from .data import DataBundle, load_dataset
+from .errors import TrainingError, TrainingInterrupted
 from .evaluate import collect, summarize_record
 from .gates import noise_schedule, set_gate_noise
 from .losses import DMNNLoss, macs_fraction
 from .models.network import DynamicNet
 from .registry import create_model, model_family
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (non-finite loss, an output folder in the way, ...)."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -153,15 +150,19 @@ class Trainer:
     def last_path(self) -> Path:
         return self.out / "last.json"
 
-    def prepare_out(self, resume: bool) -> None:
-        if resume:
-            if not self.last_path.is_file():
-                raise TrainingError(f"--resume: no checkpoint {self.last_path} to resume from")
-            self.load_last()
-        elif self.last_path.exists() or (self.out / "metrics.jsonl").exists():
+    def check_out(self, resume: bool) -> None:
+        """Fail before any work if the output folder does not fit ``resume``."""
+        if resume and not self.last_path.is_file():
+            raise TrainingError(f"--resume: no checkpoint {self.last_path} to resume from")
+        if not resume and (self.last_path.exists() or (self.out / "metrics.jsonl").exists()):
             raise TrainingError(
                 f"{self.out} already holds a run: pass --resume to continue it, or another --out"
             )
+
+    def prepare_out(self, resume: bool) -> None:
+        self.check_out(resume)
+        if resume:
+            self.load_last()
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(
             self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=True).encode()
@@ -304,10 +305,10 @@ class Trainer:
                 )
         except KeyboardInterrupt:
             path = self.save("interrupted")
-            raise TrainingError(
-                f"interrupted: weights saved to {path}; `--resume` continues from epoch "
-                f"{self.state.epoch} ({self.last_path})"
-            ) from None
+            then = (f"`--resume` continues after epoch {self.state.epoch} ({self.last_path})"
+                    if self.last_path.is_file() else
+                    "no epoch had finished, so a new run starts from scratch")
+            raise TrainingInterrupted(f"interrupted: weights saved to {path}; {then}") from None
         finally:
             self.writer.close()
         if not metrics:  # resumed a finished run: report its last evaluation

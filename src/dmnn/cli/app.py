@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import list_models
+from ..errors import TrainingError
 from ..registry import model_family
 from ..summary import build_model, summarize
 
@@ -29,7 +30,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Report ValueError/FileNotFoundError as one line instead of a traceback."""
+    """Report bad input (ValueError, FileNotFoundError: exit 2) and runs that cannot go on
+    (TrainingError: exit 1, Ctrl-C 130) as one line instead of a traceback."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,6 +39,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError) as err:
             fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        except TrainingError as err:
+            fail(str(err).splitlines()[0], err.exit_code)
 
     return wrapper
 
