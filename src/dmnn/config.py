@@ -59,6 +59,8 @@ class TrainConfig:
     ctg_base: float = 1e-4
     ctg_factor: float = 10.0
     macs_scope: str = "network"
+    path_balance: float = 0.0  # per-sub-block rate term in L_res (see losses.path_balance_loss)
+    dual_step: float = 0.0  # step of the MACs-ratio multiplier (see losses.DMNNLoss)
     # run
     seed: int = 0
     device: str = "cpu"
@@ -103,34 +105,42 @@ class TrainConfig:
             target_rate=self.target_rate, exec_target=self.exec_target, alpha_ctg=self.alpha_ctg,
             alpha_res=self.alpha_res, alpha_cls=self.alpha_cls, ctg_base=self.ctg_base,
             ctg_factor=self.ctg_factor, category_supervision=self.category_supervision,
-            macs_scope=self.macs_scope,
+            macs_scope=self.macs_scope, path_balance=self.path_balance,
+            dual_step=self.dual_step,
         )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+# Every preset guards DMNN routing against collapse (docs/training.md, "Routing guards"):
+# `--path-balance 0 --dual-step 0` gives the paper's loss exactly.
+GUARDS: dict[str, Any] = {"path_balance": 0.25, "dual_step": 0.1}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # the embedded default: 8×8 digits from scikit-learn, a couple of minutes on 2 CPU cores
     "digits": {
         "dataset": "digits", "model": "dmnn_resnet20", "epochs": 15, "batch_size": 64,
         "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4, "target_rate": 0.5,
+        **GUARDS, "dual_step": 0.5,  # 330 steps in all: λ must move faster
     },
     # the paper's CIFAR recipe (§4.1)
     "cifar": {
         "dataset": "cifar10", "model": "dmnn_resnet56", "epochs": 200, "batch_size": 256,
         "lr": 0.1, "schedule": "multistep", "milestones": [100, 150], "gamma": 0.1,
-        "weight_decay": 1e-4,
+        "weight_decay": 1e-4, **GUARDS,
     },
     # the paper's ImageNet recipe (§4.1)
     "imagenet": {
         "dataset": "imagefolder", "model": "dmnn_resnet50", "epochs": 120, "batch_size": 256,
         "lr": 0.1, "schedule": "cosine", "weight_decay": 1e-4, "eval_batch_size": 128,
+        **GUARDS,
     },
     # CIFAR-10 in under an hour on 2 CPU cores (ResNet-20: ~35 min static, ~45 min DMNN N=2)
     "cpu-fast": {
         "dataset": "cifar10", "model": "dmnn_resnet20", "epochs": 20, "batch_size": 128,
         "lr": 0.1, "schedule": "cosine", "warmup_epochs": 1, "weight_decay": 5e-4,
+        **GUARDS,
     },
 }
 

@@ -52,6 +52,18 @@ def exec_loss(gates: Sequence[Tensor | None], target: float) -> Tensor:
     return ((target - execution_rates(gates)) ** 2).sum()
 
 
+def path_balance_loss(gates: Sequence[Tensor | None], target: float) -> Tensor:
+    """Σ_l mean_n (e − z_{l,n})², z_{l,n} the batch rate of sub-block n of block l.
+
+    Not in the paper. Eqn 12 holds only each block's rate, which "the same sub-block on for every
+    image" satisfies exactly: the path that runs trains, the other never does, and routing
+    collapses to a static half-width network. Holding every sub-block to e instead leaves the
+    rate the same but can only be met by sending different images to different sub-blocks.
+    """
+    terms = [((target - g.float().mean(dim=0)) ** 2).mean() for g in gates if g is not None]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
 def macs_fraction(routing: Routing, scope: str = "network") -> Tensor:
     """f / f_total of eqn 14 for the batch (differentiable through the gates)."""
     table = routing.table
@@ -82,6 +94,8 @@ class LossConfig:
     ctg_factor: float = 10.0
     category_supervision: bool = True
     macs_scope: str = "network"
+    path_balance: float = 0.0  # weight of path_balance_loss inside L_res (0: the paper's eqn 15)
+    dual_step: float = 0.0  # η of the MACs-ratio multiplier λ (0: the paper's fixed eqn 14 only)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_rate <= 1.0:
@@ -90,6 +104,10 @@ class LossConfig:
             raise ValueError(f"exec target e must be in [0, 1], got {self.exec_target}")
         if self.macs_scope not in MACS_SCOPES:
             raise ValueError(f"macs_scope must be one of {MACS_SCOPES}, got {self.macs_scope!r}")
+        if self.path_balance < 0:
+            raise ValueError(f"path_balance must be >= 0, got {self.path_balance}")
+        if self.dual_step < 0:
+            raise ValueError(f"dual_step must be >= 0, got {self.dual_step}")
 
 
 @dataclass
@@ -99,10 +117,24 @@ class LossOutput:
 
 
 class DMNNLoss:
-    """Eqn 16: α1·L_ctg + α2·(L_exec + L_flops) + α3·L_cls. Static models get L_cls only."""
+    """Eqn 16: α1·L_ctg + α2·(L_exec + L_flops) + α3·L_cls. Static models get L_cls only.
+
+    With ``dual_step`` η > 0, L_res also gets λ·(f/f_total − r) and λ += η·(f/f_total − r)
+    after every training step (dual ascent). Not in the paper: eqn 14's quadratic alone pulls
+    with 2·(f/f_total − r), which vanishes near r, so the classification loss's steady pull
+    toward more compute leaves the ratio off target by a margin that depends on the data; λ
+    integrates the error until the mean ratio is r. λ is checkpointed (exact resume).
+    """
 
     def __init__(self, config: LossConfig) -> None:
         self.config = config
+        self.dual = 0.0  # λ
+
+    def state_dict(self) -> dict[str, float]:
+        return {"dual": self.dual}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.dual = float(state.get("dual", 0.0))
 
     def __call__(
         self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None
@@ -116,8 +148,19 @@ class DMNNLoss:
             e = cfg.target_rate if cfg.exec_target is None else cfg.exec_target
             l_exec = exec_loss(routing.gates, e)
             l_flops = flops_loss(routing, cfg.target_rate, cfg.macs_scope)
-            total = total + cfg.alpha_res * (l_exec + l_flops)
+            res = l_exec + l_flops
             parts.update(exec=l_exec.detach(), flops=l_flops.detach())
+            if cfg.dual_step:
+                gap = macs_fraction(routing, cfg.macs_scope).float() - cfg.target_rate
+                res = res + self.dual * gap
+                parts["dual"] = torch.tensor(self.dual)
+                if logits.requires_grad:  # a training step, not an evaluation
+                    self.dual += cfg.dual_step * gap.item()
+            if cfg.path_balance:
+                l_bal = path_balance_loss(routing.gates, e)
+                res = res + cfg.path_balance * l_bal
+                parts["balance"] = l_bal.detach()
+            total = total + cfg.alpha_res * res
         has_heads = any(c is not None for c in routing.category_logits)
         if dynamic and cfg.category_supervision and has_heads:
             if categories is None:

@@ -45,6 +45,11 @@ def train_cmd(
         "--category-loss/--no-category-loss", help="Category supervision (ablation).")] = None,
     macs_scope: Annotated[str | None, typer.Option(
         "--macs-scope", help="network (default) | dynamic: what f_total covers.")] = None,
+    path_balance: Annotated[float | None, typer.Option(
+        "--path-balance", help="Weight of the per-sub-block rate term (0: the paper's loss).")
+    ] = None,
+    dual_step: Annotated[float | None, typer.Option(
+        "--dual-step", help="Step of the MACs-ratio multiplier (0: the paper's loss).")] = None,
     width_mult: Annotated[float | None, typer.Option("--width-mult")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="DataLoader workers.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | auto")] = None,
@@ -66,7 +71,9 @@ def train_cmd(
         "model": model, "dataset": dataset, "data_dir": data_dir, "categories": categories,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "target_rate": target_rate,
         "sub_blocks": sub_blocks, "prev_state": prev_state, "category_supervision": category_loss,
-        "macs_scope": macs_scope, "width_mult": width_mult, "workers": workers, "device": device,
+        "macs_scope": macs_scope, "path_balance": path_balance, "dual_step": dual_step,
+        "width_mult": width_mult,
+        "workers": workers, "device": device,
         "threads": threads, "max_train_samples": max_train_samples,
         "max_test_samples": max_test_samples, "seed": seed, "deterministic": deterministic,
     }
