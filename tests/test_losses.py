@@ -13,6 +13,7 @@ from dmnn.losses import (
     execution_rates,
     flops_loss,
     macs_fraction,
+    path_balance_loss,
     stage_weights,
 )
 from dmnn.macs import MacsTable
@@ -106,3 +107,34 @@ def test_static_model_gets_classification_loss_only():
 def test_bad_loss_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LossConfig(**kwargs)
+
+
+def test_path_balance_is_zero_only_when_every_sub_block_runs_at_rate_e():
+    collapsed = [torch.tensor([[1.0, 0.0], [1.0, 0.0]])]  # the same sub-block for every image
+    routed = [torch.tensor([[1.0, 0.0], [0.0, 1.0]])]  # each image its own sub-block
+    assert exec_loss(collapsed, 0.5).item() == 0.0 == exec_loss(routed, 0.5).item()
+    # per-path rates (1, 0) vs e = 0.5: mean of 0.25 and 0.25
+    assert path_balance_loss(collapsed, 0.5).item() == pytest.approx(0.25)
+    assert path_balance_loss(routed, 0.5).item() == 0.0
+    two = [collapsed[0], None, torch.tensor([[1.0, 1.0], [0.0, 1.0]])]  # rates (0.5, 1)
+    assert path_balance_loss(two, 0.5).item() == pytest.approx(0.25 + 0.125)
+
+
+def test_dual_multiplier_integrates_the_ratio_error_and_is_checkpointed():
+    gates = [torch.tensor([[1.0, 1.0], [1.0, 1.0]]), torch.tensor([[1.0, 1.0], [1.0, 1.0]])]
+    r = routing(gates)  # all on: f/f_total = 1
+    logits = torch.zeros(2, 3, requires_grad=True)
+    labels = torch.tensor([0, 1])
+    loss = DMNNLoss(LossConfig(target_rate=0.6, dual_step=0.5, category_supervision=False))
+    first = loss(logits, r, labels)
+    assert loss.dual == pytest.approx(0.5 * 0.4)  # λ starts at 0 and takes one step of η·gap
+    second = loss(logits, r, labels)
+    # the second total carries λ·gap = 0.2 · 0.4 on top of the first
+    assert (second.total - first.total).item() == pytest.approx(0.2 * 0.4)
+    assert loss.dual == pytest.approx(0.4)
+    resumed = DMNNLoss(loss.config)
+    resumed.load_state_dict(loss.state_dict())
+    assert resumed.dual == loss.dual
+    with torch.no_grad():  # evaluation does not move λ
+        loss(logits.detach(), r, labels)
+    assert loss.dual == pytest.approx(0.4)
