@@ -3,8 +3,9 @@
     python results/collect.py runs/cpu-fast results/cpu-fast
 
 For every ``RUN/metrics.json`` under the first folder: writes ``<dest>/<run>.json`` (the
-metrics plus the exact command from the run's config) and prints one markdown row with top-1,
-MACs mean ± std, MACs ratio, parameters and training hours.
+metrics plus the run's resolved config) and prints one markdown row with top-1, MACs mean ± std,
+MACs ratio, parameters, training hours and, where ``results/bench_runs.sh`` left
+``<dest>/<run>.bench_b{1,32}.json``, the measured latency ÷ static backbone at batch 1 and 32.
 """
 
 from __future__ import annotations
@@ -27,14 +28,22 @@ def main(src: str, dest: str) -> None:
         metrics["config"] = config
         (out / f"{run.name}.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         rate = config.get("target_rate") if metrics["macs_ratio"] < 1 else "–"
+        latency = []
+        for batch in (1, 32):
+            bench = out / f"{run.name}.bench_b{batch}.json"
+            ratio = json.loads(bench.read_text())["latency_ratio_vs_static"] if bench.is_file() \
+                else None
+            latency.append("–" if ratio is None else f"{ratio:.2f}")
         rows.append(
             f"| {run.name} | {metrics['model']} | {rate} "
             f"| {100 * metrics['top1']:.2f} | {metrics['macs_mean'] / 1e6:.1f} ± "
             f"{metrics['macs_std'] / 1e6:.1f} M | {metrics['macs_ratio']:.3f} | "
-            f"{metrics['params'] / 1e6:.3f} M | {metrics['train_seconds'] / 3600:.2f} |"
+            f"{metrics['params'] / 1e6:.3f} M | {latency[0]} | {latency[1]} "
+            f"| {metrics['train_seconds'] / 3600:.2f} |"
         )
-    print("| run | model | r | top-1 % | MACs (mean ± std) | MACs ratio | params | hours |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| run | model | r | top-1 % | MACs (mean ± std) | MACs ratio | params "
+          "| latency b1 ÷ static | latency b32 ÷ static | hours |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Batch-1 and batch-32 CPU latency of every finished run of a group, with its own trained gates
+# on its own test images, against its static backbone (`dmnn bench --checkpoint`). Run on a quiet
+# machine (pause training first), from the repo root:
+#   RUNS=runs bash results/bench_runs.sh compare
+# writes results/GROUP/RUN.bench_b{1,32}.json, which results/collect.py puts in the table.
+set -euo pipefail
+group=$1
+RUNS=${RUNS:-runs}
+for run in "$RUNS/$group"/*/; do
+  name=$(basename "$run")
+  [ -f "$run/metrics.json" ] || continue
+  for spec in "1 200" "32 30"; do
+    set -- $spec
+    out=results/$group/$name.bench_b$1.json
+    [ -f "$out" ] && continue
+    dmnn bench --checkpoint "$run/last.json" --batch "$1" --repeats "$2" --threads 2 --json \
+      > "$out.tmp"
+    mv "$out.tmp" "$out"
+    echo "$out"
+  done
+done
