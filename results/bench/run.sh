@@ -10,3 +10,4 @@ save dmnn_resnet50_b32.json dmnn bench dmnn_resnet50 --batch 32 --rate 0.5 --thr
 save dmnn_resnet56_b1.json dmnn bench dmnn_resnet56 --batch 1 --rate 0.5 --threads 2 --repeats 300 --json
 save dmnn_resnet56_b32.json dmnn bench dmnn_resnet56 --batch 32 --rate 0.5 --threads 2 --repeats 40 --json
 save memory_dmnn_resnet50_b32.json python benchmarks/sparse_memory.py --model dmnn_resnet50 --batch 32 --rate 0.5 --json
+save lcnet_union_resnet56_b32.json python benchmarks/lcnet_union.py --model lcnet_resnet56 --batch 32 --threads 2 --repeats 15 --json
