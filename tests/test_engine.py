@@ -101,6 +101,8 @@ def test_static_backbone_trains_through_the_same_engine(tmp_path):
     ({"target_rate": 0.0}, "target rate"), ({"target_rate": 1.5}, "target rate"),
     ({"model": "nope"}, "unknown model"), ({"epochs": 0}, "epochs"),
     ({"schedule": "multistep"}, "milestones"), ({"bogus": 1}, "unknown config option"),
+    ({"gate_warmup_epochs": 2, "epochs": 2}, "gate_warmup_epochs must be in"),
+    ({"gate_warmup_epochs": 1, "model": "aig_resnet20"}, "dmnn_\\* models only"),
 ])
 def test_inconsistent_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -115,3 +117,14 @@ def test_yaml_config_with_cli_overrides(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ValueError, match="mapping"):
         resolve_config(None, path)
+
+
+def test_gate_warmup_trains_every_sub_block_first_and_holds_the_multiplier(tmp_path):
+    cfg = tiny(epochs=3, gate_warmup_epochs=2, target_rate=0.3, dual_step=0.5)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    final = trainer.run()
+    m = lines(tmp_path / "run" / "metrics.jsonl")
+    assert [round(e["train_macs_ratio"], 6) for e in m[:2]] == [1.0, 1.0]  # forced on
+    assert m[2]["train_macs_ratio"] < 1.0  # the gates choose from epoch 3
+    assert m[1]["train_loss_dual"] == 0.0  # λ does not integrate a gap the gates cannot close
+    assert trainer.loss.dual != 0.0 and final["epochs"] == 3

@@ -121,7 +121,7 @@ def test_path_balance_is_zero_only_when_every_sub_block_runs_at_rate_e():
 
 
 def test_dual_multiplier_integrates_the_ratio_error_and_is_checkpointed():
-    gates = [torch.tensor([[1.0, 1.0], [1.0, 1.0]]), torch.tensor([[1.0, 1.0], [1.0, 1.0]])]
+    gates = [torch.ones(2, 2, requires_grad=True), torch.ones(2, 2, requires_grad=True)]
     r = routing(gates)  # all on: f/f_total = 1
     logits = torch.zeros(2, 3, requires_grad=True)
     labels = torch.tensor([0, 1])
@@ -137,4 +137,7 @@ def test_dual_multiplier_integrates_the_ratio_error_and_is_checkpointed():
     assert resumed.dual == loss.dual
     with torch.no_grad():  # evaluation does not move λ
         loss(logits.detach(), r, labels)
+    assert loss.dual == pytest.approx(0.4)
+    forced = routing([g.detach() for g in gates])  # forced gates (warm-up) cannot follow λ
+    loss(logits, forced, labels)
     assert loss.dual == pytest.approx(0.4)

@@ -29,6 +29,7 @@ class TrainConfig:
     gate_bias: float = 2.0
     noise_anneal_from: float = 0.5  # fraction of training after which Gumbel noise decays
     noise_final: float = 0.0  # noise scale at the last epoch (1.0 with anneal_from 1: paper)
+    gate_warmup_epochs: int = 0  # DMNN: first epochs with every sub-block on (no gating)
     width_mult: float | None = None
     # data
     dataset: str = "digits"
@@ -94,6 +95,12 @@ class TrainConfig:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.gate_warmup_epochs:
+            if model_family(self.model) != "dmnn":
+                raise ValueError("gate_warmup_epochs applies to dmnn_* models only")
+            if not 0 < self.gate_warmup_epochs < self.epochs:
+                raise ValueError(f"gate_warmup_epochs must be in [0, epochs), got "
+                                 f"{self.gate_warmup_epochs} with {self.epochs} epochs")
         self.loss_config()  # validates the loss fields
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from .config import TrainConfig, resolve_config
 from .data import DataBundle, load_dataset
 from .errors import TrainingError, TrainingInterrupted
 from .evaluate import collect, summarize_record
+from .forcing import force_gates
 from .gates import noise_schedule, set_gate_noise
 from .losses import DMNNLoss, macs_fraction
 from .models.network import DynamicNet
@@ -220,6 +222,8 @@ class Trainer:
         self.data.train.set_epoch(epoch)
         noise = noise_schedule(epoch, cfg.epochs, cfg.noise_anneal_from, cfg.noise_final)
         set_gate_noise(model, noise)
+        # gate warm-up: every sub-block trains before the gates start choosing between them
+        warm = epoch < cfg.gate_warmup_epochs
         totals = {"loss": 0.0, "correct": 0.0, "seen": 0, "macs_ratio": 0.0, "dyn_ratio": 0.0}
         parts_sum: dict[str, float] = {}
         bar = tqdm(
@@ -231,7 +235,8 @@ class Trainer:
             x = batch.images.to(self.device, non_blocking=True)
             y = batch.labels.to(self.device, non_blocking=True)
             c = batch.categories.to(self.device, non_blocking=True)
-            logits, routing = model(x, return_routing=True)
+            with force_gates(model, "on") if warm else nullcontext():
+                logits, routing = model(x, return_routing=True)
             out = self.loss(logits, routing, y, c)
             if not torch.isfinite(out.total):
                 raise TrainingError(

@@ -154,7 +154,9 @@ class DMNNLoss:
                 gap = macs_fraction(routing, cfg.macs_scope).float() - cfg.target_rate
                 res = res + self.dual * gap
                 parts["dual"] = torch.tensor(self.dual)
-                if logits.requires_grad:  # a training step, not an evaluation
+                # only a training step whose gates can follow (not eval, not forced gates)
+                if logits.requires_grad and any(g is not None and g.requires_grad
+                                                for g in routing.gates):
                     self.dual += cfg.dual_step * gap.item()
             if cfg.path_balance:
                 l_bal = path_balance_loss(routing.gates, e)
