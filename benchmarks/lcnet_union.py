@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
 import dmnn
-from dmnn.bench import paired_ratio
+from dmnn.bench import paired_ratio, timed_round
 
 
 class ForcedChannels:
@@ -90,14 +89,8 @@ def main() -> None:
                 variants = {"dense": lambda: run("dense"), "union": lambda: run("sparse"),
                             "per_sample": one_by_one}
                 times = {k: [] for k in variants}
-                outs = {}
-                for i in range(args.repeats + 1):
-                    order = list(variants)[i % 3:] + list(variants)[: i % 3]
-                    for k in order:
-                        start = time.perf_counter()
-                        outs[k] = variants[k]()
-                        if i:
-                            times[k].append(time.perf_counter() - start)
+                for i in range(args.repeats + 1):  # round 0 is the warm-up
+                    outs = timed_round(variants, i, times if i else None)
                 diff = max((outs[k] - outs["dense"]).abs().max().item() for k in outs)
                 results.append({
                     "pattern": "shared" if shared else "independent", "keep": keep,

@@ -73,6 +73,31 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1e3
 
 
+def static_backbone_for(name: str, model_kwargs: dict[str, Any] | None = None) -> DynamicNet:
+    """The static backbone of a gated model, built with the kwargs that apply to it."""
+    keep = ("num_classes", "in_chans", "width_mult")
+    kwargs = {k: v for k, v in (model_kwargs or {}).items() if k in keep}
+    return create_model(backbone_of(name), **kwargs)
+
+
+def timed_round(
+    variants: dict[str, Callable[[], torch.Tensor]], i: int,
+    times: dict[str, list[float]] | None,
+) -> dict[str, torch.Tensor]:
+    """Run every variant once, in an order rotated by round ``i`` (no variant always first or
+    last); append each one's seconds to ``times`` unless it is None (warm-up). Returns outputs."""
+    order = list(variants)
+    order = order[i % len(order):] + order[: i % len(order)]
+    outs = {}
+    for name in order:
+        start = time.perf_counter()
+        outs[name] = variants[name]()
+        elapsed = time.perf_counter() - start
+        if times is not None:
+            times[name].append(elapsed)
+    return outs
+
+
 def paired_ratio(num: list[float], den: list[float]) -> float:
     """Median over repeats of num_i / den_i. Both ran back to back in repeat i, so a slow phase
     of a shared, noisy machine cancels in each ratio instead of skewing one variant's median."""
@@ -97,9 +122,7 @@ def bench(
     if threads is not None:
         torch.set_num_threads(threads)
     dmnn = create_model(model, **(model_kwargs or {})).eval()
-    static_kwargs = {k: v for k, v in (model_kwargs or {}).items()
-                     if k in ("num_classes", "in_chans", "width_mult")}
-    static = create_model(backbone_of(model), **static_kwargs).eval()
+    static = static_backbone_for(model, model_kwargs).eval()
     natural = decide_all_on(dmnn)  # rate-r variants force their gates; all-on ones decide
     all_on = None if natural else "on"
     size = input_size or dmnn.default_input_size
@@ -133,15 +156,7 @@ def bench(
                 "all_on_sparse": gated("sparse", all_on, s),
                 "masked": gated("dense", rate, s), "sparse": gated("sparse", rate, s),
             }
-            outs = {}
-            order = list(variants)
-            order = order[i % len(order):] + order[: i % len(order)]  # rotate: no fixed position
-            for name in order:
-                start = time.perf_counter()
-                outs[name] = variants[name]()
-                elapsed = time.perf_counter() - start
-                if i >= warmup:
-                    times[name].append(elapsed)
+            outs = timed_round(variants, i, times if i >= warmup else None)
             max_diff = max(max_diff, (outs["masked"] - outs["sparse"]).abs().max().item())
             if i >= warmup:
                 with force_gates(dmnn, rate, seed=s):

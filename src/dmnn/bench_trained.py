@@ -8,18 +8,16 @@ runs the same batch in the same rotated loop (see :mod:`dmnn.bench`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .bench import _median_ms, paired_ratio
+from .bench import _median_ms, paired_ratio, static_backbone_for, timed_round
 from .forcing import force_gates
-from .models.factory import backbone_of
 from .models.network import DynamicNet
-from .registry import create_model, model_family
+from .registry import model_family
 
 
 def gather_images(batches: Iterable, count: int) -> Tensor:
@@ -35,11 +33,6 @@ def gather_images(batches: Iterable, count: int) -> Tensor:
     images = torch.cat(chunks)
     reps = -(-count // images.shape[0])
     return images.repeat(reps, 1, 1, 1)[:count]
-
-
-def static_backbone_for(name: str, model_kwargs: dict[str, Any]) -> DynamicNet:
-    keep = ("num_classes", "in_chans", "width_mult")
-    return create_model(backbone_of(name), **{k: v for k, v in model_kwargs.items() if k in keep})
 
 
 def bench_trained(
@@ -67,7 +60,7 @@ def bench_trained(
     if threads is not None:
         torch.set_num_threads(threads)
     model = model.eval()
-    static = static_backbone_for(name, model_kwargs or {}).eval()
+    static = static_backbone_for(name, model_kwargs).eval()
     size = (images.shape[2], images.shape[3])
     table = model.macs_table(size)
     gated = model.is_dynamic
@@ -94,14 +87,8 @@ def bench_trained(
     with torch.inference_mode():
         for i in range(warmup + repeats):
             x = images[i * batch:(i + 1) * batch]
-            order = list(variants)
-            order = order[i % len(order):] + order[: i % len(order)]
-            outs = {}
-            for key in order:
-                start = time.perf_counter()
-                outs[key] = variants[key](x)
-                if i >= warmup:
-                    times[key].append(time.perf_counter() - start)
+            this_round = {k: (lambda f=f, x=x: f(x)) for k, f in variants.items()}
+            outs = timed_round(this_round, i, times if i >= warmup else None)
             if i >= warmup:
                 model.set_execution("sparse" if gated else "auto")
                 macs.append(model(x, return_routing=True)[1].macs.double())

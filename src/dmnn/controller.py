@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .gates import GateDecision, on_gates, on_probs
+from .gates import GateDecision, on_gates
 
 
 class DMNNController(nn.Module):
@@ -61,14 +61,12 @@ class DMNNController(nn.Module):
         h = self.hidden(x, state)
         logits = F.linear(h, self.fc_gate.weight, self.fc_gate.bias).view(-1, self.num_paths, 2)
         gates = on_gates(logits, self.training, self.tau, self.noise_scale)
-        category = probs = None
-        if self.training:
-            probs = on_probs(logits)
-            if self.category_head is not None:
-                category = self.category_head(h)
-        return GateDecision(
-            gates=gates, probs=probs, state=h, category_logits=category, extras={"logits": logits}
-        )
+        category = None
+        if self.training and self.category_head is not None:
+            category = self.category_head(h)
+        # probs are derived from the logits when routing is requested (GateDecision.on_probs)
+        return GateDecision(gates=gates, state=h, category_logits=category,
+                            extras={"logits": logits})
 
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:
         """MACs of W1, W2 and W3 at inference (GAP is not counted; category heads do not run)."""

@@ -22,7 +22,8 @@ class GateDecision:
     gates: (B, N) path gates; hard 0/1 at eval, 0/1 with straight-through gradients in training
         (a soft-gated method may return values in [0, 1] in training).
     probs: (B, N) soft probability that each path is on, for logging and analysis; None where
-        the gate left it to :meth:`on_probs` (DMNN and AIG at eval: fewer ops per block).
+        :meth:`on_probs` derives it from ``extras['logits']`` (DMNN and AIG: no op per block
+        unless routing is requested).
     state: hidden state handed to the next block's gate (DMNN's h_l), or None.
     category_logits: (B, K) controller category prediction (training only), or None.
     extras: method-specific tensors (e.g. for a method's own losses).

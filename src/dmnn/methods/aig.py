@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..gates import GateDecision, on_gates, on_probs
+from ..gates import GateDecision, on_gates
 from ..losses import LossOutput, execution_rates
 from ..models.factory import register_method
 from ..models.options import MethodOptions
@@ -44,8 +44,7 @@ class AIGGate(nn.Module):
         h = F.relu(self.bn(self.fc1(x.mean(dim=(2, 3)))))
         logits = self.fc2(h).view(-1, 1, 2)
         gates = on_gates(logits, self.training, self.tau, self.noise_scale)
-        probs = on_probs(logits) if self.training else None
-        return GateDecision(gates=gates, probs=probs, extras={"logits": logits})
+        return GateDecision(gates=gates, extras={"logits": logits})  # probs: on_probs()
 
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:
         """FC1 and FC2 (GAP and BN are not MACs in our convention)."""
