@@ -14,7 +14,9 @@ for run in "$RUNS/$group"/*/; do
     set -- $spec
     out=results/$group/$name.bench_b$1.json
     [ -f "$out" ] && continue
-    dmnn bench --checkpoint "$run/last.json" --batch "$1" --repeats "$2" --threads 2 --json \
+    ckpt=$run/last.json
+    [ -f "$run/calibrated.json" ] && ckpt=$run/calibrated.json  # the weights metrics.json reports
+    dmnn bench --checkpoint "$ckpt" --batch "$1" --repeats "$2" --threads 2 --json \
       > "$out.tmp"
     mv "$out.tmp" "$out"
     echo "$out"

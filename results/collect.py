@@ -4,7 +4,8 @@
 
 For every ``RUN/metrics.json`` under the first folder: writes ``<dest>/<run>.json`` (the
 metrics plus the run's resolved config) and prints one markdown row with top-1, MACs mean ± std,
-MACs ratio, parameters, training hours and, where ``results/bench_runs.sh`` left
+MACs ratio, parameters, top-1 and ratio before gate calibration (where it ran), training
+hours and, where ``results/bench_runs.sh`` left
 ``<dest>/<run>.bench_b{1,32}.json``, the measured latency ÷ static backbone at batch 1 and 32.
 """
 
@@ -34,16 +35,20 @@ def main(src: str, dest: str) -> None:
             ratio = json.loads(bench.read_text())["latency_ratio_vs_static"] if bench.is_file() \
                 else None
             latency.append("–" if ratio is None else f"{ratio:.2f}")
+        cal = metrics.get("calibration")
+        before = "–" if not cal else (f"{100 * cal['uncalibrated']['top1']:.2f} / "
+                                      f"{cal['uncalibrated']['macs_ratio']:.3f}")
         rows.append(
             f"| {run.name} | {metrics['model']} | {rate} "
             f"| {100 * metrics['top1']:.2f} | {metrics['macs_mean'] / 1e6:.1f} ± "
             f"{metrics['macs_std'] / 1e6:.1f} M | {metrics['macs_ratio']:.3f} | "
-            f"{metrics['params'] / 1e6:.3f} M | {latency[0]} | {latency[1]} "
+            f"{metrics['params'] / 1e6:.3f} M | {before} | {latency[0]} | {latency[1]} "
             f"| {metrics['train_seconds'] / 3600:.2f} |"
         )
     print("| run | model | r | top-1 % | MACs (mean ± std) | MACs ratio | params "
-          "| latency b1 ÷ static | latency b32 ÷ static | hours |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| before calibration: top-1 % / ratio | latency b1 ÷ static | latency b32 ÷ static "
+          "| hours |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 
 

@@ -30,6 +30,8 @@ class TrainConfig:
     noise_anneal_from: float = 0.5  # fraction of training after which Gumbel noise decays
     noise_final: float = 0.0  # noise scale at the last epoch (1.0 with anneal_from 1: paper)
     gate_warmup_epochs: int = 0  # DMNN: first epochs with every sub-block on (no gating)
+    calibrate_gates: bool = True  # after training, put the eval-mode ratio on r (gate_calibration)
+    calibration_samples: int = 5000  # training images (unaugmented) calibration measures on
     width_mult: float | None = None
     # data
     dataset: str = "digits"
@@ -74,7 +76,8 @@ class TrainConfig:
             raise ValueError(f"unknown model {self.model!r}: see `dmnn models`")
         if not 0.0 < self.target_rate <= 1.0:
             raise ValueError(f"target rate r must be in (0, 1], got {self.target_rate}")
-        positive = ("epochs", "batch_size", "eval_batch_size", "sub_blocks", "hidden_dim")
+        positive = ("epochs", "batch_size", "eval_batch_size", "sub_blocks", "hidden_dim",
+                    "calibration_samples")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -106,6 +109,17 @@ class TrainConfig:
     @property
     def dynamic(self) -> bool:
         return model_family(self.model) != "static"
+
+    def calibration_metric(self) -> str | None:
+        """What gate calibration holds at ``target_rate``: the quantity the method's resource
+        loss targets (DMNN: the MACs ratio of ``macs_scope``; AIG: the execution rate); None for
+        methods without two-logit gates."""
+        family = model_family(self.model)
+        if family == "dmnn":
+            return "macs_ratio" if self.macs_scope == "network" else "macs_ratio_dynamic"
+        if family == "aig":
+            return "exec_rate"
+        return None
 
     def loss_config(self) -> LossConfig:
         return LossConfig(

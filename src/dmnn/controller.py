@@ -68,6 +68,12 @@ class DMNNController(nn.Module):
         return GateDecision(gates=gates, state=h, category_logits=category,
                             extras={"logits": logits})
 
+    @torch.no_grad()
+    def shift_on_logit(self, delta: float) -> None:
+        """Add ``delta`` to every path's on-logit bias: the decision threshold moves from
+        p_on > 0.5 to p_on > sigmoid(-delta) (see :mod:`dmnn.gate_calibration`)."""
+        self.fc_gate.bias.view(self.num_paths, 2)[:, 1] += delta
+
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:
         """MACs of W1, W2 and W3 at inference (GAP is not counted; category heads do not run)."""
         macs = in_shape[0] * self.hidden_dim + self.hidden_dim * 2 * self.num_paths

@@ -27,6 +27,7 @@ from .data import DataBundle, load_dataset
 from .errors import TrainingError, TrainingInterrupted
 from .evaluate import collect, summarize_record
 from .forcing import force_gates
+from .gate_calibration import calibrate_gates
 from .gates import noise_schedule, set_gate_noise
 from .losses import DMNNLoss, macs_fraction
 from .models.network import DynamicNet
@@ -316,12 +317,46 @@ class Trainer:
             raise TrainingInterrupted(f"interrupted: weights saved to {path}; {then}") from None
         finally:
             self.writer.close()
-        if not metrics:  # resumed a finished run: report its last evaluation
+        return self.finish(metrics)
+
+    def finish(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Calibrate the gates (if configured), evaluate, write metrics.json.
+
+        ``metrics`` is the last epoch's evaluation (None when a finished run is resumed). The
+        calibrated weights go to ``calibrated.*``; ``last.*`` keeps the trained ones, so
+        finishing again (``--resume`` on a finished run) calibrates from the same start.
+        """
+        cfg = self.cfg
+        metric = cfg.calibration_metric() if cfg.calibrate_gates else None
+        calibration: dict[str, Any] | None = None
+        if metric is not None:
+            uncalibrated = metrics or self.evaluate()
+            result = calibrate_gates(
+                self.model,
+                self.data.plain_train_subset(cfg.calibration_samples, cfg.eval_batch_size,
+                                             cfg.seed),
+                cfg.target_rate, input_size=self.input_size, metric=metric, device=self.device,
+                progress=self.progress,
+            )
+            metrics = self.evaluate()
+            self.save("calibrated", metrics)
+            calibration = {
+                **result.to_dict(),
+                "uncalibrated": {k: uncalibrated[k] for k in
+                                 ("top1", "macs_mean", "macs_std", "macs_ratio")},
+            }
+            tqdm.write(
+                f"calibrated gates: on-logit offset {result.offset:+.3f}, {metric} on "
+                f"{result.samples} training images {result.before:.3f} -> {result.after:.3f}; "
+                f"test top1 {metrics['top1']:.4f}, MACs ratio {metrics['macs_ratio']:.3f} "
+                f"(uncalibrated {uncalibrated['top1']:.4f}, {uncalibrated['macs_ratio']:.3f})"
+            )
+        elif not metrics:  # resumed a finished run: report its last evaluation
             metrics = self.evaluate()
         final = {
             "model": cfg.model, "dataset": cfg.dataset, "target_rate": cfg.target_rate,
             "epochs": self.state.epoch, "train_seconds": self.state.train_seconds,
-            "best_top1": self.state.best_top1, **metrics,
+            "best_top1": self.state.best_top1, **metrics, "calibration": calibration,
         }
         atomic_write_json(self.out / "metrics.json", final)
         return final

@@ -50,6 +50,12 @@ def train_cmd(
     ] = None,
     dual_step: Annotated[float | None, typer.Option(
         "--dual-step", help="Step of the MACs-ratio multiplier (0: the paper's loss).")] = None,
+    calibrate: Annotated[bool | None, typer.Option(
+        "--calibrate/--no-calibrate",
+        help="After training, shift the gate thresholds so the eval-mode ratio meets r "
+             "(DMNN, AIG; default on).")] = None,
+    calibration_samples: Annotated[int | None, typer.Option(
+        "--calibration-samples", help="Training images calibration measures on.")] = None,
     width_mult: Annotated[float | None, typer.Option("--width-mult")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="DataLoader workers.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | auto")] = None,
@@ -72,7 +78,8 @@ def train_cmd(
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "target_rate": target_rate,
         "sub_blocks": sub_blocks, "prev_state": prev_state, "category_supervision": category_loss,
         "macs_scope": macs_scope, "path_balance": path_balance, "dual_step": dual_step,
-        "width_mult": width_mult,
+        "width_mult": width_mult, "calibrate_gates": calibrate,
+        "calibration_samples": calibration_samples,
         "workers": workers, "device": device,
         "threads": threads, "max_train_samples": max_train_samples,
         "max_test_samples": max_test_samples, "seed": seed, "deterministic": deterministic,
@@ -80,7 +87,8 @@ def train_cmd(
     if resume:
         if out is None:
             fail("--resume needs --out pointing at the run to continue")
-        allowed = {"epochs", "data_dir", "workers", "device", "threads"}
+        allowed = {"epochs", "data_dir", "workers", "device", "threads", "calibrate_gates",
+                   "calibration_samples"}
         extra = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
         if extra or config is not None or preset is not None:
             fail(f"--resume takes the saved config; only {', '.join(sorted(allowed))} may change")

@@ -128,6 +128,15 @@ class DataBundle:
     def category_map(self) -> CategoryMap:
         return self.spec.category_map
 
+    def plain_train_subset(self, n: int, batch_size: int, seed: int = 0) -> BatchLoader:
+        """Up to ``n`` training samples as the test split is served (no augmentation, every
+        sample once): what post-training calibration measures on without seeing test data."""
+        if isinstance(self.train, TorchBatchLoader):
+            assert isinstance(self.test, TorchBatchLoader)
+            eval_tf = self.test.loader.dataset.transform  # type: ignore[attr-defined]
+            return self.train.plain_subset(n, batch_size, seed, transform=eval_tf)
+        return self.train.plain_subset(n, batch_size, seed)
+
     @property
     def num_categories(self) -> int:
         return self.spec.category_map.num_categories

@@ -12,6 +12,7 @@ one (e.g. when resuming), so a resumed run sees the same batches as an uninterru
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -46,6 +47,8 @@ class BatchLoader(Protocol):
 
     def set_epoch(self, epoch: int) -> None: ...
 
+    def plain_subset(self, n: int, batch_size: int, seed: int = 0) -> BatchLoader: ...
+
     @property
     def num_samples(self) -> int: ...
 
@@ -63,6 +66,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
     mask = (1 << 64) - 1
     state = np.random.SeedSequence([seed & mask, epoch & mask]).generate_state(1, np.uint64)
     return int(state[0]) & ((1 << 63) - 1)
+
+
+def subset_indices(num_samples: int, n: int, seed: int) -> torch.Tensor:
+    """A seeded random ``n`` of ``num_samples`` indices, in ascending order."""
+    g = torch.Generator().manual_seed(epoch_seed(seed, 1 << 40))  # not any epoch's stream
+    return torch.randperm(num_samples, generator=g)[: max(1, n)].sort().values
 
 
 def _check_sizes(batch_size: int, copies: int) -> None:
@@ -123,6 +132,17 @@ class TensorBatchLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def plain_subset(self, n: int, batch_size: int, seed: int = 0) -> TensorBatchLoader:
+        """Up to ``n`` of these samples, unaugmented, unshuffled, one copy, every sample kept."""
+        _check_sizes(batch_size, 1)
+        idx = subset_indices(self.num_samples, n, seed).to(self.device)
+        sub = copy.copy(self)
+        sub.images, sub.labels, sub.categories = (
+            self.images[idx], self.labels[idx], self.categories[idx])
+        sub.batch_size, sub.shuffle, sub.drop_last = batch_size, False, False
+        sub.augment, sub.copies, sub.epoch = None, 1, 0
+        return sub
 
     def __iter__(self) -> Iterator[Batch]:
         epoch, self.epoch = self.epoch, self.epoch + 1
@@ -205,7 +225,24 @@ class TorchBatchLoader:
             persistent_workers=num_workers > 0,
         )
         self.table = category_map.table()
+        self.category_map, self.seed = category_map, seed
+        self.num_workers, self.pin_memory = num_workers, pin_memory
         self.epoch = 0
+
+    def plain_subset(
+        self, n: int, batch_size: int, seed: int = 0, transform=None
+    ) -> TorchBatchLoader:
+        """Up to ``n`` of these samples through ``transform`` (the eval transform: no
+        augmentation), unshuffled, one copy, every sample kept."""
+        dataset = self.loader.dataset
+        assert isinstance(dataset, ImageFolderDataset)
+        idx = subset_indices(len(dataset), n, seed).tolist()
+        samples = [dataset.samples[i] for i in idx]
+        return TorchBatchLoader(
+            ImageFolderDataset(samples, transform or dataset.transform), self.category_map,
+            batch_size=batch_size, shuffle=False, seed=self.seed,
+            num_workers=self.num_workers, pin_memory=self.pin_memory,
+        )
 
     @property
     def num_samples(self) -> int:

@@ -46,6 +46,11 @@ class AIGGate(nn.Module):
         gates = on_gates(logits, self.training, self.tau, self.noise_scale)
         return GateDecision(gates=gates, extras={"logits": logits})  # probs: on_probs()
 
+    @torch.no_grad()
+    def shift_on_logit(self, delta: float) -> None:
+        """Add ``delta`` to the on-logit bias (see :mod:`dmnn.gate_calibration`)."""
+        self.fc2.bias[1] += delta
+
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:
         """FC1 and FC2 (GAP and BN are not MACs in our convention)."""
         return in_shape[0] * self.hidden + self.hidden * 2

@@ -1,0 +1,179 @@
+"""Post-training gate calibration: the offset, the bisection, the data it sees, the engine step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_data_imagefolder import make_folder
+
+from dmnn import create_model
+from dmnn.checkpoint import read_checkpoint
+from dmnn.config import resolve_config
+from dmnn.controller import DMNNController
+from dmnn.data import ArraySplit, Batch, TensorBatchLoader, load_dataset, normalize
+from dmnn.engine import Trainer, train
+from dmnn.gate_calibration import calibrate_gates, can_calibrate, measure
+from dmnn.methods.aig import AIGGate
+
+
+def batches(n: int = 48, size: int = 16, seed: int = 0) -> list[Batch]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, size, size, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return [Batch(x[i:i + 16], y[i:i + 16], y[i:i + 16] % 2) for i in range(0, n, 16)]
+
+
+def settled(name: str, **kw) -> torch.nn.Module:
+    model = create_model(name, num_classes=10, **kw)
+    model.train()
+    with torch.no_grad():  # running BN stats from real activations, not the init (1, 0)
+        for b in batches(seed=1):
+            model(b.images)
+    return model.eval()
+
+
+def test_dmnn_shift_moves_every_on_logit_by_delta_and_nothing_else():
+    ctrl = DMNNController(8, num_paths=3, hidden_dim=4).eval()
+    x = torch.randn(5, 8, 4, 4)
+    before = ctrl(x).extras["logits"]
+    ctrl.shift_on_logit(0.75)
+    after = ctrl(x).extras["logits"]
+    torch.testing.assert_close(after[..., 1] - before[..., 1], torch.full((5, 3), 0.75))
+    torch.testing.assert_close(after[..., 0], before[..., 0])
+
+
+def test_aig_shift_moves_the_on_logit_by_delta():
+    gate = AIGGate(8).eval()
+    x = torch.randn(5, 8, 4, 4)
+    before = gate(x).extras["logits"]
+    gate.shift_on_logit(-1.5)
+    diff = gate(x).extras["logits"] - before
+    torch.testing.assert_close(diff, torch.tensor([0.0, -1.5]).expand(5, 1, 2))
+
+
+@pytest.mark.parametrize("target", [0.35, 0.7])
+def test_dmnn_calibration_lands_on_the_target_and_is_folded_into_the_weights(target):
+    model = settled("dmnn_resnet20")
+    data = batches()
+    before, _ = measure(model, data, 16, "macs_ratio", torch.device("cpu"))
+    result = calibrate_gates(model, data, target, input_size=16, tol=0.01, progress=False)
+    assert result.reached and result.before == pytest.approx(before)
+    assert abs(result.after - target) <= 0.01
+    assert (result.offset > 0) == (target > before)  # more compute needs a higher on-logit
+    again, n = measure(model, data, 16, "macs_ratio", torch.device("cpu"))
+    assert again == pytest.approx(result.after) and n == 48  # the shift stays in the model
+
+
+def test_aig_calibration_targets_the_execution_rate():
+    model = settled("aig_resnet20")
+    result = calibrate_gates(model, batches(), 0.5, input_size=16, metric="exec_rate",
+                             tol=0.03, progress=False)
+    assert result.reached and abs(result.after - 0.5) <= 0.03
+
+
+def test_unreachable_target_keeps_the_closest_end():
+    model = settled("dmnn_resnet20")
+    # the stem, transitions and classifier always run: a MACs ratio of 0.01 cannot be met
+    result = calibrate_gates(model, batches(), 0.01, input_size=16, bound=8.0, progress=False)
+    assert not result.reached and result.offset == -8.0 and result.steps == 2
+    assert result.after > 0.01
+
+
+def test_static_and_soft_gated_models_are_refused():
+    assert not can_calibrate(create_model("resnet20", num_classes=10))
+    assert not can_calibrate(create_model("drnet_resnet20", num_classes=10))
+    with pytest.raises(ValueError, match="no gates to calibrate"):
+        calibrate_gates(create_model("resnet20", num_classes=10), batches(), 0.5, input_size=16)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        calibrate_gates(settled("dmnn_resnet20"), batches(), 0.5, input_size=16, metric="flops")
+
+
+def test_config_calibrates_what_the_method_targets():
+    pick = {m: resolve_config(None, None, {"model": m}).calibration_metric()
+            for m in ("dmnn_resnet20", "aig_resnet20", "resnet20", "lcnet_resnet20")}
+    assert pick == {"dmnn_resnet20": "macs_ratio", "aig_resnet20": "exec_rate",
+                    "resnet20": None, "lcnet_resnet20": None}
+    dyn = resolve_config(None, None, {"macs_scope": "dynamic"})
+    assert dyn.calibration_metric() == "macs_ratio_dynamic"
+    with pytest.raises(ValueError, match="calibration_samples"):
+        resolve_config(None, None, {"calibration_samples": 0})
+
+
+# ------------------------------------------------------------------------------ the data it sees
+
+
+def test_plain_subset_is_unaugmented_unshuffled_seeded_and_complete():
+    n = 30
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
+    split = ArraySplit(images, torch.arange(n), [str(i) for i in range(n)])
+    from dmnn.data import AugmentConfig
+
+    train = TensorBatchLoader(split, split.labels % 3, mean=(0.0,), std=(1.0,), batch_size=4,
+                              shuffle=True, drop_last=True, augment=AugmentConfig(), copies=2)
+    sub = train.plain_subset(11, batch_size=5, seed=3)
+    got = list(sub)
+    labels = torch.cat([b.labels for b in got])
+    assert [b.images.shape[0] for b in got] == [5, 5, 1]  # no copies, last batch kept
+    assert labels.tolist() == sorted(set(labels.tolist())) and len(labels) == 11
+    for b in got:  # unaugmented: pixel value == index everywhere (no crop padding, no flip)
+        expect = normalize(images[b.labels], (0.0,), (1.0,))
+        torch.testing.assert_close(b.images, expect)
+        assert b.categories.tolist() == (b.labels % 3).tolist()
+    again = torch.cat([b.labels for b in train.plain_subset(11, 5, seed=3)])
+    other = torch.cat([b.labels for b in train.plain_subset(11, 5, seed=4)])
+    assert again.tolist() == labels.tolist() and other.tolist() != labels.tolist()
+    assert len(list(train)) == 7  # the training loader itself is untouched
+
+
+def test_imagefolder_plain_subset_uses_the_eval_transform(tmp_path: Path):
+    root = make_folder(tmp_path / "d", n_train=3, n_val=2)
+    bundle = load_dataset("imagefolder", root, batch_size=2, image_size=16)
+    sub = bundle.plain_train_subset(4, batch_size=3)
+    first = [b.images for b in sub]
+    second = [b.images for b in sub]
+    assert sum(x.shape[0] for x in first) == 4
+    for a, b in zip(first, second, strict=True):  # eval transform: no random crop or flip
+        torch.testing.assert_close(a, b)
+    assert first[0].shape[-2:] == (16, 16)
+
+
+# ------------------------------------------------------------------------------ the engine step
+
+TINY = {
+    "dataset": "digits", "model": "dmnn_resnet20", "batch_size": 32, "max_train_samples": 128,
+    "max_test_samples": 64, "eval_batch_size": 64, "lr": 0.05, "deterministic": True,
+    "epochs": 2, "target_rate": 0.6,
+}
+
+
+def test_training_ends_calibrated_and_keeps_the_trained_weights(tmp_path: Path):
+    out = tmp_path / "run"
+    final = train(resolve_config(None, None, TINY), out, progress=False)
+    cal = final["calibration"]
+    assert cal["metric"] == "macs_ratio" and cal["samples"] == 128
+    assert cal["uncalibrated"]["macs_ratio"] == json.loads(
+        (out / "metrics.jsonl").read_text().splitlines()[-1])["test_macs_ratio"]
+    assert json.loads((out / "metrics.json").read_text()) == final
+    # last.* keeps the trained weights; calibrated.* differs only in the gates' on-logit biases
+    _, last = read_checkpoint(out / "last.json")
+    meta, calibrated = read_checkpoint(out / "calibrated.json")
+    differ = sorted(k for k in last if k.startswith("model.")
+                    and not torch.equal(last[k], calibrated[k]))
+    assert differ and all(k.endswith("fc_gate.bias") for k in differ)
+    for k in differ:
+        shift = (calibrated[k] - last[k]).view(-1, 2)
+        torch.testing.assert_close(shift[:, 1], torch.full_like(shift[:, 1], cal["offset"]))
+        assert torch.all(shift[:, 0] == 0)
+    assert meta["extra"]["metrics"]["macs_ratio"] == final["macs_ratio"]
+    # finishing again (--resume on a finished run) starts from last.*: the same calibration
+    again = Trainer(resolve_config(None, None, TINY), out, progress=False).run(resume=True)
+    assert again["calibration"]["offset"] == cal["offset"] and again["top1"] == final["top1"]
+
+
+def test_no_calibrate_leaves_the_gates_alone(tmp_path: Path):
+    final = train(resolve_config(None, None, {**TINY, "calibrate_gates": False}),
+                  tmp_path / "run", progress=False)
+    assert final["calibration"] is None and not (tmp_path / "run" / "calibrated.json").exists()
