@@ -11,3 +11,4 @@ run cpu-fast resnet20 --model resnet20
 run cpu-fast dmnn_resnet20_r0.5 --model dmnn_resnet20 --sub-blocks 2 --target-rate 0.5
 run cpu-fast dmnn_resnet20_r0.7 --model dmnn_resnet20 --sub-blocks 2 --target-rate 0.7
 run cpu-fast dmnn_resnet20_r0.5_paperloss --model dmnn_resnet20 --sub-blocks 2 --target-rate 0.5 --path-balance 0 --dual-step 0  # ablation: the paper's loss alone
+run cpu-fast dmnn_resnet20_r0.5_warmup4 --model dmnn_resnet20 --sub-blocks 2 --target-rate 0.5 --config results/cpu-fast/warmup4.yaml  # gate warm-up: 4 epochs all sub-blocks on
