@@ -85,16 +85,41 @@ def test_batches_compute_the_union_of_their_rows_channels():
 def test_loss_l1_terms_and_adaptive_weights():
     model = dmnn.create_model("lcnet_resnet20").train()
     logits, r = model(torch.randn(4, 3, 32, 32), return_routing=True)
-    loss = LCLoss(0.3, kappa=1.0)
+    loss = LCLoss(0.3, step=0.5)
     before = loss.lam_channel
     out = loss(logits, r, torch.zeros(4, dtype=torch.long))
     assert out.parts["l1_block"].item() > 0.5  # saliences start near 1
-    assert loss.lam_channel > before  # every block is on: above the 0.3 target
+    ratio = (r.macs.mean() / r.table.full).item()
+    assert loss.lam_channel == pytest.approx(before + 0.5 * (ratio - 0.3))  # above target: up
     out.total.backward()
     assert model.blocks[3].gate.c_fc.bias.grad.abs().sum() > 0
     other = LCLoss(0.3)
     other.load_state_dict(json.loads(json.dumps(loss.state_dict())))
     assert other.lam_block == loss.lam_block
+
+
+def test_penalty_is_l1_while_lambda_is_positive_and_signed_below_zero():
+    s = [torch.tensor([[-0.5, 1.0]]), torch.tensor([[0.25, 0.25]])]
+    # per block: mean|S| = 0.75 and 0.25 -> 0.5; signed: 0.25 and 0.25 -> 0.25
+    assert LCLoss.penalty(s, 0.01).item() == pytest.approx(0.5)
+    assert LCLoss.penalty(s, -0.01).item() == pytest.approx(0.25)
+    # a negative λ pulls a salience in the leaky region up (its gradient is λ·d mean/dS < 0)
+    x = torch.tensor([[-0.5, 1.0]], requires_grad=True)
+    (-0.01 * LCLoss.penalty([x], -0.01)).backward()
+    assert x.grad[0, 0] < 0  # gradient descent raises it
+
+
+def test_lambda_goes_negative_below_target_and_holds_still_at_eval():
+    model = dmnn.create_model("lcnet_resnet20").train()
+    logits, r = model(torch.randn(2, 3, 32, 32), return_routing=True)
+    loss = LCLoss(1.0, lam_block=0.001, lam_channel=0.001, step=0.1)
+    loss(logits, r, torch.zeros(2, dtype=torch.long))
+    assert loss.lam_block < 0  # ratio < 1.0 = target: reward compute
+    lam = loss.lam_block
+    with torch.no_grad():
+        logits, r = model(torch.randn(2, 3, 32, 32), return_routing=True)
+    loss(logits, r, torch.zeros(2, dtype=torch.long))
+    assert loss.lam_block == lam
 
 
 def test_lcnet_trains_through_the_engine(tmp_path):
