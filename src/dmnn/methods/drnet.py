@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..gates import GateDecision
-from ..losses import LossOutput
+from ..losses import LossOutput, macs_fraction
 from ..models.factory import register_method
 from ..models.options import MethodOptions
 from ..routing import Routing
@@ -151,7 +151,7 @@ class DRNetLoss:
         l_reg = reg_loss(route)
         total = (cls + self.lam * l_con + self.alpha * l_div + self.mu * l_cost
                  + self.gamma * l_reg)
-        ratio = (routing.macs.detach().mean() / routing.table.full).item()
+        ratio = macs_fraction(routing).item()
         self.mu *= math.exp(self.kappa * (ratio - self.target))  # adaptive cost weight
         parts = {"cls": cls.detach(), "consistency": l_con.detach(), "diversity": l_div.detach(),
                  "cost": l_cost.detach(), "reg": l_reg.detach(), "total": total.detach(),

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..gates import GateDecision
-from ..losses import LossOutput
+from ..losses import LossOutput, macs_fraction
 from ..macs import walk
 from ..models.factory import register_method
 from ..models.options import MethodOptions
@@ -203,7 +203,7 @@ class LCLoss:
         l1_channel = self.penalty(channels, self.lam_channel)
         total = cls + self.lam_block * l1_block + self.lam_channel * l1_channel
         if logits.requires_grad:  # a training step (not an evaluation pass)
-            gap = (routing.macs.detach().mean() / routing.table.full).item() - self.target
+            gap = macs_fraction(routing).item() - self.target
             self.lam_block += self.step * gap
             self.lam_channel += self.step * gap
         parts = {"cls": cls.detach(), "l1_block": l1_block.detach(),
