@@ -10,7 +10,7 @@ from torch import nn
 import dmnn
 from dmnn.config import resolve_config
 from dmnn.engine import train
-from dmnn.gates import GateDecision
+from dmnn.gates import GateDecision, set_hard_routing
 from dmnn.methods.drnet import (
     DRNetLoss,
     DRNetRouter,
@@ -121,3 +121,62 @@ def test_drnet_trains_with_m_copies(tmp_path):
     assert "train_loss_consistency" in lines[0] and final["epochs"] == 2
     meta = json.loads((tmp_path / "run" / "last.json").read_text())
     assert meta["extra"]["loss_state"]["mu"] > 0
+
+
+def test_hard_routing_decides_as_at_test_and_freezes_the_routers():
+    torch.manual_seed(0)
+    model = dmnn.create_model("drnet_resnet20").train()
+    x = torch.randn(4, 3, 32, 32)
+    assert set_hard_routing(model, True) == 9
+    logits, r = model(x, return_routing=True)
+    for g in r.gates:
+        assert set(g.unique().tolist()) <= {0.0, 1.0}
+    loss = DRNetLoss(0.3, copies=2, kappa=1.0)
+    mu0 = loss.mu
+    loss(logits, r, torch.zeros(4, dtype=torch.long)).total.backward()
+    assert loss.mu == mu0  # a fixed cost leaves μ alone
+    routers = [m for m in model.modules() if isinstance(m, DRNetRouter)]
+    assert all(p.grad is None and not p.requires_grad for m in routers for p in m.parameters())
+    assert all(p.grad is not None for p in model.stem.parameters())  # the network still learns
+    set_hard_routing(model, False)
+    _, r = model(x, return_routing=True)
+    assert any(((g > 0) & (g < 1)).any() for g in r.gates)  # soft again
+    assert all(p.requires_grad for m in routers for p in m.parameters())
+
+
+def test_hard_routing_in_training_runs_only_the_executed_rows():
+    torch.manual_seed(0)
+    block = dmnn.create_model("drnet_resnet20").blocks[1].train()  # 16 → 16 channels
+    seen = []
+    block.paths[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    set_hard_routing(block, True)
+    x = torch.randn(8, 16, 8, 8)
+    gates = torch.tensor([1.0, 1.0, 1.0, 0, 0, 0, 0, 0]).unsqueeze(1)
+    out = block.convex(x, x, gates)
+    assert seen == [3]  # F saw (and its BN normalised over) just the rows it serves
+    assert torch.equal(out[3:], x[3:])
+
+
+def test_router_finetune_defaults_and_validation():
+    cfg = resolve_config(None, None, {"model": "drnet_resnet20", "epochs": 20})
+    assert cfg.router_finetune() == 4
+    assert resolve_config(None, None, {"model": "dmnn_resnet20"}).router_finetune() == 0
+    with pytest.raises(ValueError, match="drnet_"):
+        resolve_config(None, None, {"model": "dmnn_resnet20", "router_finetune_epochs": 2})
+    with pytest.raises(ValueError, match=r"\[0, epochs\)"):
+        resolve_config(None, None, {"model": "drnet_resnet20", "epochs": 3,
+                                    "router_finetune_epochs": 3})
+
+
+def test_drnet_run_ends_with_frozen_router_epochs(tmp_path):
+    cfg = resolve_config(None, None, {
+        "dataset": "digits", "model": "drnet_resnet20", "batch_size": 16, "epochs": 3,
+        "max_train_samples": 64, "max_test_samples": 32, "router_finetune_epochs": 1,
+    })
+    train(cfg, tmp_path / "run", progress=False)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(ln) for ln in lines]
+    assert [r["routers_frozen"] for r in rows] == [0, 0, 1]
+    assert rows[1]["train_loss_mu"] != rows[0]["train_loss_mu"]  # μ adapts while routers learn
+    final_mu = json.loads((tmp_path / "run" / "last.json").read_text())["extra"]["loss_state"]["mu"]
+    assert rows[2]["train_loss_mu"] == pytest.approx(final_mu, rel=1e-6)  # then stands still

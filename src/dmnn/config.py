@@ -30,6 +30,7 @@ class TrainConfig:
     noise_anneal_from: float = 0.5  # fraction of training after which Gumbel noise decays
     noise_final: float = 0.0  # noise scale at the last epoch (1.0 with anneal_from 1: paper)
     gate_warmup_epochs: int = 0  # DMNN: first epochs with every sub-block on (no gating)
+    router_finetune_epochs: int | None = None  # DRNet: last epochs with hard, frozen routers
     calibrate_gates: bool = True  # after training, put the eval-mode ratio on r (gate_calibration)
     calibration_samples: int = 5000  # training images (unaugmented) calibration measures on
     width_mult: float | None = None
@@ -104,11 +105,28 @@ class TrainConfig:
             if not 0 < self.gate_warmup_epochs < self.epochs:
                 raise ValueError(f"gate_warmup_epochs must be in [0, epochs), got "
                                  f"{self.gate_warmup_epochs} with {self.epochs} epochs")
+        if self.router_finetune_epochs is not None:
+            n = self.router_finetune_epochs
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < self.epochs:
+                raise ValueError(f"router_finetune_epochs must be an integer in [0, epochs), got "
+                                 f"{n!r} with {self.epochs} epochs")
+            if n and model_family(self.model) != "drnet":
+                raise ValueError("router_finetune_epochs applies to drnet_* models only (the "
+                                 "other methods already train with hard gates)")
         self.loss_config()  # validates the loss fields
 
     @property
     def dynamic(self) -> bool:
         return model_family(self.model) != "static"
+
+    def router_finetune(self) -> int:
+        """Epochs at the end of the schedule trained with hard, frozen routers (DRNet §3.4):
+        the configured number, else 20 % of the epochs for DRNet (at least 1) and 0 otherwise."""
+        if self.router_finetune_epochs is not None:
+            return self.router_finetune_epochs
+        if model_family(self.model) != "drnet" or self.epochs < 2:
+            return 0
+        return max(1, round(0.2 * self.epochs))
 
     def calibration_metric(self) -> str | None:
         """What gate calibration holds at ``target_rate``: the quantity the method's resource

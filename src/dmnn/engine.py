@@ -28,7 +28,7 @@ from .errors import TrainingError, TrainingInterrupted
 from .evaluate import collect, summarize_record
 from .forcing import force_gates
 from .gate_calibration import calibrate_gates
-from .gates import noise_schedule, set_gate_noise
+from .gates import noise_schedule, set_gate_noise, set_hard_routing
 from .losses import DMNNLoss, macs_fraction
 from .models.network import DynamicNet
 from .registry import create_model, model_family
@@ -225,6 +225,9 @@ class Trainer:
         set_gate_noise(model, noise)
         # gate warm-up: every sub-block trains before the gates start choosing between them
         warm = epoch < cfg.gate_warmup_epochs
+        # DRNet §3.4: the last epochs fine-tune under the hard test routing with routers frozen
+        finetune = cfg.router_finetune()
+        frozen = set_hard_routing(model, epoch >= cfg.epochs - finetune) if finetune else 0
         totals = {"loss": 0.0, "correct": 0.0, "seen": 0, "macs_ratio": 0.0, "dyn_ratio": 0.0}
         parts_sum: dict[str, float] = {}
         bar = tqdm(
@@ -270,6 +273,8 @@ class Trainer:
             "train_macs_ratio_dynamic": totals["dyn_ratio"] / seen,
         }
         result.update({f"train_loss_{k}": v / seen for k, v in parts_sum.items() if k != "total"})
+        if frozen:
+            result["routers_frozen"] = int(epoch >= cfg.epochs - finetune)
         return result
 
     def evaluate(self) -> dict[str, Any]:

@@ -105,6 +105,21 @@ def set_gate_noise(model: torch.nn.Module, scale: float) -> None:
             module.noise_scale = scale
 
 
+def set_hard_routing(model: torch.nn.Module, hard: bool) -> int:
+    """Make soft-mixing routers (DRNet) decide as at test time in training too, and freeze them.
+
+    Why: a router trained by a convex mix tests with a hard threshold; fine-tuning the network
+    under the hard decisions closes that gap (DRNet §3.4). Returns how many routers it set.
+    """
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "hard_routing"):
+            module.hard_routing = hard
+            module.requires_grad_(not hard)
+            count += 1
+    return count
+
+
 def noise_schedule(epoch: int, epochs: int, anneal_from: float, final: float) -> float:
     """Gumbel noise scale for an epoch: 1 until ``anneal_from`` of training, then linear to
     ``final`` at the last epoch.

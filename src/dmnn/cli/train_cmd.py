@@ -50,6 +50,9 @@ def train_cmd(
     ] = None,
     dual_step: Annotated[float | None, typer.Option(
         "--dual-step", help="Step of the MACs-ratio multiplier (0: the paper's loss).")] = None,
+    router_finetune_epochs: Annotated[int | None, typer.Option(
+        "--router-finetune-epochs",
+        help="DRNet: last epochs trained with hard, frozen routers (default 20 %).")] = None,
     calibrate: Annotated[bool | None, typer.Option(
         "--calibrate/--no-calibrate",
         help="After training, shift the gate thresholds so the eval-mode ratio meets r "
@@ -79,6 +82,7 @@ def train_cmd(
         "sub_blocks": sub_blocks, "prev_state": prev_state, "category_supervision": category_loss,
         "macs_scope": macs_scope, "path_balance": path_balance, "dual_step": dual_step,
         "width_mult": width_mult, "calibrate_gates": calibrate,
+        "router_finetune_epochs": router_finetune_epochs,
         "calibration_samples": calibration_samples,
         "workers": workers, "device": device,
         "threads": threads, "max_train_samples": max_train_samples,

@@ -83,10 +83,13 @@ class GatedBlock(nn.Module):
         """x_{l+1} = r·F(x) + (1 − r)·shortcut(x), F the whole block (DRNet eqn 4; one path).
 
         Sparse at eval (binary r): rows with r = 1 get F on just those rows, the others keep the
-        shortcut; F is never computed for a skipped row.
+        shortcut; F is never computed for a skipped row. Training under hard routing (DRNet's
+        fine-tuning) runs sparse as well, so F's BN statistics come from the rows it will
+        serve at test, not from rows it skips.
         """
         path = self.paths[0]
-        sparse = self.execution == "sparse" or (self.execution == "auto" and not self.training)
+        hard = not self.training or getattr(self.gate, "hard_routing", False)
+        sparse = self.execution == "sparse" or (self.execution == "auto" and hard)
         if not sparse:
             full = self.post_act(base + path(x))
             r = gates[:, :1].to(full.dtype).view(-1, *([1] * (full.dim() - 1)))
