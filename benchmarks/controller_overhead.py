@@ -1,0 +1,123 @@
+"""Where the all-on controller overhead goes: the static twin against the all-on DMNN, and two
+stand-ins that each remove part of the controller, timed interleaved in one process.
+
+* ``twin``: the same modules with every gate removed (``dmnn.bench.without_controllers``).
+* ``all_on``: the real controllers, deciding 'on' by themselves (``dmnn.bench.decide_all_on``).
+* ``gap_only``: each controller pools its input (the paper's GAP), then returns fixed all-on gates.
+* ``stub``: fixed all-on gates, no controller arithmetic: what the gated block's bookkeeping costs.
+
+Ratios are medians of per-round paired ratios against ``twin``; rounds alternate the order of the
+variants. On a VM whose speed drifts, run it twice and read the spread as the noise.
+
+    python benchmarks/controller_overhead.py --model dmnn_resnet50 --batch 1 --repeats 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import dmnn
+from dmnn.bench import decide_all_on, without_controllers
+from dmnn.gates import GateDecision
+
+
+class _Fixed(torch.nn.Module):
+    """Stands in for a controller: optionally pools, then hands back all-on gates."""
+
+    def __init__(self, num_paths: int, pool: bool) -> None:
+        super().__init__()
+        self.num_paths, self.pool = num_paths, pool
+        self._ones: dict[int, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> GateDecision:
+        if self.pool:
+            x.mean(dim=(2, 3))
+        ones = self._ones.get(x.shape[0])
+        if ones is None:
+            ones = self._ones[x.shape[0]] = torch.ones(x.shape[0], self.num_paths)
+        return GateDecision(gates=ones)
+
+
+def _with_gates(model, gates: list) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        saved = [b.gate for b in model.blocks]
+        for block, gate in zip(model.blocks, gates, strict=True):
+            block.gate = gate
+        try:
+            return model(x)
+        finally:
+            for block, gate in zip(model.blocks, saved, strict=True):
+                block.gate = gate
+    return run
+
+
+def measure(model_name: str, batch: int, threads: int, repeats: int, size: int | None) -> dict:
+    torch.set_num_threads(threads)
+    model = dmnn.create_model(model_name).eval()
+    if not decide_all_on(model):
+        raise SystemExit(f"{model_name}: only DMNN controllers can be made to decide all-on")
+    size = size or model.default_input_size
+    x = torch.randn(batch, model.in_chans, size, size)
+    gated = [b.gate for b in model.blocks]
+
+    def stand_ins(pool: bool) -> list:
+        return [None if g is None else _Fixed(g.num_paths, pool) for g in gated]
+
+    def twin(inp: torch.Tensor) -> torch.Tensor:
+        with without_controllers(model):
+            return model(inp)
+
+    variants = {"twin": twin, "all_on": model, "gap_only": _with_gates(model, stand_ins(True)),
+                "stub": _with_gates(model, stand_ins(False))}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    warmup = 3
+    with torch.inference_mode():
+        ref = twin(x)
+        for name, fn in variants.items():
+            if not torch.allclose(fn(x), ref, atol=1e-4):
+                raise RuntimeError(f"{name} does not compute the twin's output")
+        for i in range(warmup + repeats):
+            order = list(variants) if i % 2 == 0 else list(reversed(variants))
+            for name in order:
+                start = time.perf_counter()
+                variants[name](x)
+                elapsed = time.perf_counter() - start
+                if i >= warmup:
+                    times[name].append(elapsed)
+    out = {"model": model_name, "batch": batch, "threads": threads, "repeats": repeats,
+           "input_size": size}
+    for name in variants:
+        out[f"{name}_ms"] = statistics.median(times[name]) * 1e3
+        if name != "twin":
+            paired = [a / b for a, b in zip(times[name], times["twin"], strict=True)]
+            out[f"{name}_overhead"] = statistics.median(paired) - 1.0
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="dmnn_resnet50")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--input-size", type=int, default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    res = measure(args.model, args.batch, args.threads, args.repeats, args.input_size)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return
+    print(f"{res['model']} batch {res['batch']}, {res['threads']} threads, {res['repeats']} rounds")
+    for name in ("twin", "all_on", "gap_only", "stub"):
+        extra = f"  {res[name + '_overhead']:+.1%} vs twin" if name != "twin" else ""
+        print(f"  {name:9s} {res[name + '_ms']:9.2f} ms{extra}")
+
+
+if __name__ == "__main__":
+    main()
