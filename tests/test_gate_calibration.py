@@ -138,6 +138,8 @@ def test_imagefolder_plain_subset_uses_the_eval_transform(tmp_path: Path):
     for a, b in zip(first, second, strict=True):  # eval transform: no random crop or flip
         torch.testing.assert_close(a, b)
     assert first[0].shape[-2:] == (16, 16)
+    with pytest.raises(ValueError, match="eval transform"):  # never the augmenting default
+        bundle.train.plain_subset(4, batch_size=3)
 
 
 # ------------------------------------------------------------------------------ the engine step

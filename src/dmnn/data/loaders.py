@@ -233,13 +233,17 @@ class TorchBatchLoader:
         self, n: int, batch_size: int, seed: int = 0, transform=None
     ) -> TorchBatchLoader:
         """Up to ``n`` of these samples through ``transform`` (the eval transform: no
-        augmentation), unshuffled, one copy, every sample kept."""
+        augmentation), unshuffled, one copy, every sample kept. The transform is required: this
+        loader's own may augment, which would bias whatever is measured on the subset."""
+        if transform is None:
+            raise ValueError("plain_subset of an image-folder loader needs the eval transform "
+                             "(DataBundle.plain_train_subset passes the test split's)")
         dataset = self.loader.dataset
         assert isinstance(dataset, ImageFolderDataset)
         idx = subset_indices(len(dataset), n, seed).tolist()
         samples = [dataset.samples[i] for i in idx]
         return TorchBatchLoader(
-            ImageFolderDataset(samples, transform or dataset.transform), self.category_map,
+            ImageFolderDataset(samples, transform), self.category_map,
             batch_size=batch_size, shuffle=False, seed=self.seed,
             num_workers=self.num_workers, pin_memory=self.pin_memory,
         )
