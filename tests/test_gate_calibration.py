@@ -17,6 +17,7 @@ from dmnn.data import ArraySplit, Batch, TensorBatchLoader, load_dataset, normal
 from dmnn.engine import Trainer, train
 from dmnn.gate_calibration import calibrate_gates, can_calibrate, measure
 from dmnn.methods.aig import AIGGate
+from dmnn.methods.drnet import DRNetRouter
 
 
 def batches(n: int = 48, size: int = 16, seed: int = 0) -> list[Batch]:
@@ -54,6 +55,26 @@ def test_aig_shift_moves_the_on_logit_by_delta():
     torch.testing.assert_close(diff, torch.tensor([0.0, -1.5]).expand(5, 1, 2))
 
 
+def test_drnet_shift_moves_the_eqn11_threshold_by_delta():
+    router = DRNetRouter(4, hidden=2).eval()
+    with torch.no_grad():  # R(x) = [exec, skip] = [0, 0.3] for every input: skipped
+        router.fc2.weight.zero_()
+        router.fc2.bias.copy_(torch.tensor([0.0, 0.3]))
+    x = torch.randn(3, 4, 2, 2)
+    assert router(x).gates.sum().item() == 0
+    router.shift_on_logit(0.2)  # 0.2 < 0.3: still skipped
+    assert router(x).gates.sum().item() == 0
+    router.shift_on_logit(0.2)  # 0.4 ≥ 0.3: runs
+    assert router(x).gates.sum().item() == 3
+    assert router.fc2.bias.tolist() == pytest.approx([0.4, 0.3])
+
+
+def test_drnet_calibration_lands_on_the_target():
+    model = settled("drnet_resnet20")
+    result = calibrate_gates(model, batches(), 0.6, input_size=16, tol=0.02, progress=False)
+    assert result.reached and abs(result.after - 0.6) <= 0.02
+
+
 @pytest.mark.parametrize("target", [0.35, 0.7])
 def test_dmnn_calibration_lands_on_the_target_and_is_folded_into_the_weights(target):
     model = settled("dmnn_resnet20")
@@ -84,7 +105,8 @@ def test_unreachable_target_keeps_the_closest_end():
 
 def test_static_and_soft_gated_models_are_refused():
     assert not can_calibrate(create_model("resnet20", num_classes=10))
-    assert not can_calibrate(create_model("drnet_resnet20", num_classes=10))
+    assert not can_calibrate(create_model("lcnet_resnet20", num_classes=10))
+    assert can_calibrate(create_model("drnet_resnet20", num_classes=10))
     with pytest.raises(ValueError, match="no gates to calibrate"):
         calibrate_gates(create_model("resnet20", num_classes=10), batches(), 0.5, input_size=16)
     with pytest.raises(ValueError, match="metric must be one of"):
@@ -93,9 +115,10 @@ def test_static_and_soft_gated_models_are_refused():
 
 def test_config_calibrates_what_the_method_targets():
     pick = {m: resolve_config(None, None, {"model": m}).calibration_metric()
-            for m in ("dmnn_resnet20", "aig_resnet20", "resnet20", "lcnet_resnet20")}
+            for m in ("dmnn_resnet20", "aig_resnet20", "drnet_resnet20", "resnet20",
+                      "lcnet_resnet20")}
     assert pick == {"dmnn_resnet20": "macs_ratio", "aig_resnet20": "exec_rate",
-                    "resnet20": None, "lcnet_resnet20": None}
+                    "drnet_resnet20": "macs_ratio", "resnet20": None, "lcnet_resnet20": None}
     dyn = resolve_config(None, None, {"macs_scope": "dynamic"})
     assert dyn.calibration_metric() == "macs_ratio_dynamic"
     with pytest.raises(ValueError, match="calibration_samples"):

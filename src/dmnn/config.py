@@ -130,13 +130,15 @@ class TrainConfig:
 
     def calibration_metric(self) -> str | None:
         """What gate calibration holds at ``target_rate``: the quantity the method's resource
-        loss targets (DMNN: the MACs ratio of ``macs_scope``; AIG: the execution rate); None for
-        methods without two-logit gates."""
+        loss targets (DMNN: the MACs ratio of ``macs_scope``; AIG: the execution rate; DRNet:
+        the MACs ratio); None for methods without two-logit gates."""
         family = model_family(self.model)
         if family == "dmnn":
             return "macs_ratio" if self.macs_scope == "network" else "macs_ratio_dynamic"
         if family == "aig":
             return "exec_rate"
+        if family == "drnet":
+            return "macs_ratio"  # its cost term (eqn 8) is the network MACs fraction
         return None
 
     def loss_config(self) -> LossConfig:

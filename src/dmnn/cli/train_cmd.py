@@ -56,7 +56,7 @@ def train_cmd(
     calibrate: Annotated[bool | None, typer.Option(
         "--calibrate/--no-calibrate",
         help="After training, shift the gate thresholds so the eval-mode ratio meets r "
-             "(DMNN, AIG; default on).")] = None,
+             "(DMNN, AIG, DRNet; default on).")] = None,
     calibration_samples: Annotated[int | None, typer.Option(
         "--calibration-samples", help="Training images calibration measures on.")] = None,
     width_mult: Annotated[float | None, typer.Option("--width-mult")] = None,

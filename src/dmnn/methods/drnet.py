@@ -64,6 +64,13 @@ class DRNetRouter(nn.Module):
         gates = r if soft else (r >= 0.5).to(r.dtype)  # eqn 11 at test
         return GateDecision(gates=gates, probs=r.detach(), extras={"route": r})
 
+    @torch.no_grad()
+    def shift_on_logit(self, delta: float) -> None:
+        """Add ``delta`` to the execute logit's bias: eqn 11's r ≥ 0.5 holds iff
+        R_exec ≥ R_skip, so the block now runs iff R_exec + δ ≥ R_skip
+        (see :mod:`dmnn.gate_calibration`)."""
+        self.fc2.bias[0] += delta
+
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:
         return in_shape[0] * self.hidden + self.hidden * 2
 
