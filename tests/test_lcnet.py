@@ -95,7 +95,7 @@ def test_loss_l1_terms_and_adaptive_weights():
     assert model.blocks[3].gate.c_fc.bias.grad.abs().sum() > 0
     other = LCLoss(0.3)
     other.load_state_dict(json.loads(json.dumps(loss.state_dict())))
-    assert other.lam_block == loss.lam_block
+    assert other.lam_block == loss.lam_block and other.step == 0.5  # resumes with its own η
 
 
 def test_penalty_is_l1_while_lambda_is_positive_and_signed_below_zero():
@@ -150,3 +150,17 @@ def test_eval_record_counts_executed_blocks_not_saliences(tmp_path):
     record = collect(model, data.test, torch.device("cpu"))
     summary = summarize_record(record, model, data.input_size)
     assert all(rate == 1.0 for rate in summary["exec_rate_block"].values())
+
+
+def test_dual_step_scales_with_the_run_length():
+    from dmnn.engine import build_loss
+    from dmnn.methods.lcnet import dual_step_for
+
+    assert dual_step_for(7800) == pytest.approx(6.0 / 7800)  # cpu-fast: 20 epochs × 390 steps
+    assert dual_step_for(330) == pytest.approx(6.0 / 330)
+    cfg = resolve_config("cpu-fast", None, {"model": "lcnet_resnet20"})
+    assert build_loss(cfg, steps_per_epoch=390).step == pytest.approx(6.0 / 7800)
+    short = resolve_config(None, None, {"model": "lcnet_resnet20", "epochs": 15})
+    assert build_loss(short, steps_per_epoch=22).step == pytest.approx(6.0 / 330)
+    with pytest.raises(ValueError, match="total_steps"):
+        dual_step_for(0)

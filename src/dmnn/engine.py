@@ -63,8 +63,10 @@ def model_kwargs(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
     return kwargs
 
 
-def build_loss(cfg: TrainConfig):
-    """The training loss of the model's method (static models: classification only)."""
+def build_loss(cfg: TrainConfig, steps_per_epoch: int = 1):
+    """The training loss of the model's method (static models: classification only).
+
+    ``steps_per_epoch`` sizes LC-Net's dual-ascent step to the run's length."""
     family = model_family(cfg.model)
     if family == "aig":
         from .methods.aig import AIGLoss
@@ -75,9 +77,9 @@ def build_loss(cfg: TrainConfig):
 
         return DRNetLoss(cfg.target_rate, copies=cfg.copies)
     if family == "lcnet":
-        from .methods.lcnet import LCLoss
+        from .methods.lcnet import LCLoss, dual_step_for
 
-        return LCLoss(cfg.target_rate)
+        return LCLoss(cfg.target_rate, step=dual_step_for(cfg.epochs * steps_per_epoch))
     return DMNNLoss(cfg.loss_config())
 
 
@@ -134,7 +136,6 @@ class Trainer:
         self.model: DynamicNet = create_model(cfg.model, **self.model_kwargs).to(self.device)
         self.input_size = self.data.input_size
         self.model.macs_table(self.input_size)  # fail early on an input the model cannot take
-        self.loss = build_loss(cfg)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
@@ -142,6 +143,7 @@ class Trainer:
         self.steps_per_epoch = len(self.data.train)
         if self.steps_per_epoch == 0:
             raise ValueError("the training split is smaller than one batch: lower --batch-size")
+        self.loss = build_loss(cfg, self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
         )
