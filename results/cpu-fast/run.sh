@@ -12,3 +12,4 @@ run cpu-fast dmnn_resnet20_r0.5 --model dmnn_resnet20 --sub-blocks 2 --target-ra
 run cpu-fast dmnn_resnet20_r0.7 --model dmnn_resnet20 --sub-blocks 2 --target-rate 0.7
 run cpu-fast dmnn_resnet20_r0.5_paperloss --model dmnn_resnet20 --sub-blocks 2 --target-rate 0.5 --path-balance 0 --dual-step 0  # ablation: the paper's loss alone
 run cpu-fast dmnn_resnet20_r0.5_warmup4 --model dmnn_resnet20 --sub-blocks 2 --target-rate 0.5 --config results/cpu-fast/warmup4.yaml  # gate warm-up: 4 epochs all sub-blocks on
+run cpu-fast dmnn_resnet20_r0.5_balance0.05 --model dmnn_resnet20 --sub-blocks 2 --target-rate 0.5 --path-balance 0.05  # weaker path balance: may sub-blocks specialise as AIG's blocks do?
