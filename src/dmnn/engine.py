@@ -229,7 +229,8 @@ class Trainer:
         warm = epoch < cfg.gate_warmup_epochs
         # DRNet §3.4: the last epochs fine-tune under the hard test routing with routers frozen
         finetune = cfg.router_finetune()
-        frozen = set_hard_routing(model, epoch >= cfg.epochs - finetune) if finetune else 0
+        hard_phase = epoch >= cfg.epochs - finetune
+        frozen = set_hard_routing(model, hard_phase) if finetune else 0
         totals = {"loss": 0.0, "correct": 0.0, "seen": 0, "macs_ratio": 0.0, "dyn_ratio": 0.0}
         parts_sum: dict[str, float] = {}
         bar = tqdm(
@@ -276,7 +277,7 @@ class Trainer:
         }
         result.update({f"train_loss_{k}": v / seen for k, v in parts_sum.items() if k != "total"})
         if frozen:
-            result["routers_frozen"] = int(epoch >= cfg.epochs - finetune)
+            result["routers_frozen"] = int(hard_phase)
         return result
 
     def evaluate(self) -> dict[str, Any]:
