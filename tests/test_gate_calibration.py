@@ -10,7 +10,7 @@ import torch
 from test_data_imagefolder import make_folder
 
 from dmnn import create_model
-from dmnn.checkpoint import read_checkpoint
+from dmnn.checkpoint import CheckpointError, load_weights, read_checkpoint
 from dmnn.config import resolve_config
 from dmnn.controller import DMNNController
 from dmnn.data import ArraySplit, Batch, TensorBatchLoader, load_dataset, normalize
@@ -18,6 +18,7 @@ from dmnn.engine import Trainer, train
 from dmnn.gate_calibration import calibrate_gates, can_calibrate, measure
 from dmnn.methods.aig import AIGGate
 from dmnn.methods.drnet import DRNetRouter
+from dmnn.methods.lcnet import LCGate
 
 
 def batches(n: int = 48, size: int = 16, seed: int = 0) -> list[Batch]:
@@ -69,6 +70,49 @@ def test_drnet_shift_moves_the_eqn11_threshold_by_delta():
     assert router.fc2.bias.tolist() == pytest.approx([0.4, 0.3])
 
 
+def test_lcnet_shift_prunes_saliences_at_or_below_the_threshold_at_eval():
+    gate = LCGate(4, 3).eval()
+    with torch.no_grad():  # saliences: block 0.1, channels [0, 0.05, 0.5], for any input
+        gate.l_fc.weight.zero_()
+        gate.c_fc.weight.zero_()
+        gate.l_fc.bias.fill_(0.1)
+        gate.c_fc.bias.copy_(torch.tensor([-0.1, 0.05, 0.5]))
+    x = torch.randn(2, 4, 3, 3)
+    gate.shift_on_logit(0.3)  # δ > 0: threshold max(0, −0.3) = 0, nothing changes
+    d = gate(x)
+    assert d.executed.tolist() == [[1.0], [1.0]] and d.inactive.tolist() == [1.0, 1.0]
+    gate.shift_on_logit(-0.38)  # threshold 0.08: channel 1 (0.05) drops, the rest keep values
+    d = gate(x)
+    torch.testing.assert_close(d.gates, torch.full((2, 1), 0.1))
+    torch.testing.assert_close(d.extras["channel"], torch.tensor([[0.0, 0.0, 0.5]] * 2))
+    assert d.inactive.tolist() == [2.0, 2.0]
+    gate.shift_on_logit(-0.03)  # threshold 0.11: the block (0.1) is skipped
+    assert gate(x).executed.sum().item() == 0
+    gate.train()  # training is untouched by the threshold
+    torch.testing.assert_close(gate(x).gates, torch.full((2, 1), 0.1))
+
+
+def test_lcnet_threshold_is_saved_and_old_checkpoints_load_with_none():
+    model = create_model("lcnet_resnet20", num_classes=10)
+    model.blocks[0].gate.shift_on_logit(-0.25)
+    state = model.state_dict()
+    fresh = create_model("lcnet_resnet20", num_classes=10)
+    fresh.load_state_dict(state)
+    assert fresh.blocks[0].gate.threshold.item() == pytest.approx(0.25)
+    old = {f"model.{k}": v for k, v in state.items() if not k.endswith("threshold")}
+    load_weights(fresh, old, "old.json")  # strict load of a pre-calibration checkpoint
+    assert fresh.blocks[0].gate.threshold.item() == 0.0
+    with pytest.raises(CheckpointError, match="missing blocks.0.gate.l_fc.bias"):
+        load_weights(fresh, {k: v for k, v in old.items() if "0.gate.l_fc.bias" not in k})
+
+
+def test_lcnet_calibration_lands_on_the_target():
+    model = settled("lcnet_resnet20")  # saliences start near 1: ratio near 1
+    result = calibrate_gates(model, batches(), 0.6, input_size=16, tol=0.02, progress=False)
+    assert result.before > 0.95 and result.offset < 0
+    assert result.reached and abs(result.after - 0.6) <= 0.02
+
+
 def test_drnet_calibration_lands_on_the_target():
     model = settled("drnet_resnet20")
     result = calibrate_gates(model, batches(), 0.6, input_size=16, tol=0.02, progress=False)
@@ -103,9 +147,9 @@ def test_unreachable_target_keeps_the_closest_end():
     assert result.after > 0.01
 
 
-def test_static_and_soft_gated_models_are_refused():
+def test_static_models_are_refused():
     assert not can_calibrate(create_model("resnet20", num_classes=10))
-    assert not can_calibrate(create_model("lcnet_resnet20", num_classes=10))
+    assert can_calibrate(create_model("lcnet_resnet20", num_classes=10))
     assert can_calibrate(create_model("drnet_resnet20", num_classes=10))
     with pytest.raises(ValueError, match="no gates to calibrate"):
         calibrate_gates(create_model("resnet20", num_classes=10), batches(), 0.5, input_size=16)
@@ -118,7 +162,7 @@ def test_config_calibrates_what_the_method_targets():
             for m in ("dmnn_resnet20", "aig_resnet20", "drnet_resnet20", "resnet20",
                       "lcnet_resnet20")}
     assert pick == {"dmnn_resnet20": "macs_ratio", "aig_resnet20": "exec_rate",
-                    "drnet_resnet20": "macs_ratio", "resnet20": None, "lcnet_resnet20": None}
+                    "drnet_resnet20": "macs_ratio", "resnet20": None, "lcnet_resnet20": "macs_ratio"}
     dyn = resolve_config(None, None, {"macs_scope": "dynamic"})
     assert dyn.calibration_metric() == "macs_ratio_dynamic"
     with pytest.raises(ValueError, match="calibration_samples"):

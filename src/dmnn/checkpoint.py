@@ -193,10 +193,15 @@ def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "") -> None:
-    """Strict load that reports an architecture mismatch as one line."""
+    """Strict load that reports an architecture mismatch as one line.
+
+    A module may list buffers added after checkpoints were first written in ``OPTIONAL_STATE``;
+    its ``_load_from_state_dict`` supplies their old value when a checkpoint lacks them."""
     state = model_state(tensors)
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    optional = {f"{name}.{key}" if name else key for name, module in model.named_modules()
+                for key in getattr(module, "OPTIONAL_STATE", ())}
+    missing = sorted(set(own) - set(state) - optional)
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:

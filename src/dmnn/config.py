@@ -131,14 +131,14 @@ class TrainConfig:
     def calibration_metric(self) -> str | None:
         """What gate calibration holds at ``target_rate``: the quantity the method's resource
         loss targets (DMNN: the MACs ratio of ``macs_scope``; AIG: the execution rate; DRNet:
-        the MACs ratio); None for methods without two-logit gates."""
+        the MACs ratio; LC-Net: the MACs ratio); None for static models."""
         family = model_family(self.model)
         if family == "dmnn":
             return "macs_ratio" if self.macs_scope == "network" else "macs_ratio_dynamic"
         if family == "aig":
             return "exec_rate"
-        if family == "drnet":
-            return "macs_ratio"  # its cost term (eqn 8) is the network MACs fraction
+        if family in ("drnet", "lcnet"):
+            return "macs_ratio"  # both adapt their penalty weight to the network MACs fraction
         return None
 
     def loss_config(self) -> LossConfig:

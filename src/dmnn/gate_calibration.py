@@ -53,7 +53,7 @@ def shiftable_gates(model: DynamicNet) -> list[torch.nn.Module]:
         if not hasattr(gate, "shift_on_logit"):
             raise ValueError(
                 f"{type(gate).__name__} has no on-logit to shift: gate calibration supports "
-                "two-logit gates (DMNN, ConvNet-AIG, DRNet)"
+                "DMNN, ConvNet-AIG, DRNet and LC-Net gates"
             )
     return gates
 

@@ -89,6 +89,8 @@ def path_sliced(path: nn.Sequential, x: Tensor, channel: Tensor, active: Tensor)
 class LCGate(nn.Module):
     """Shared GAP → L-Net FC(C → 1) and C-Net FC(C → C1), ReLU-1 (leaky in training)."""
 
+    OPTIONAL_STATE = ("threshold",)  # see dmnn.checkpoint.load_weights
+
     def __init__(self, in_channels: int, channels: int, leak: float = 0.01,
                  init: float = 1.0) -> None:
         super().__init__()
@@ -98,12 +100,18 @@ class LCGate(nn.Module):
         with torch.no_grad():  # start with every block and channel fully on
             self.l_fc.bias.fill_(init)
             self.c_fc.bias.fill_(init)
+        # eval prunes saliences <= max(0, threshold); set by gate calibration, saved with weights
+        self.register_buffer("threshold", torch.zeros(()))
 
     def saliences(self, x: Tensor) -> tuple[Tensor, Tensor]:
         z = x.mean(dim=(2, 3))
         if self.training:
             return leaky_relu1(self.l_fc(z), self.leak), leaky_relu1(self.c_fc(z), self.leak)
-        return relu1(self.l_fc(z)), relu1(self.c_fc(z))
+        block, channel = relu1(self.l_fc(z)), relu1(self.c_fc(z))
+        if self.threshold > 0:
+            block = block * (block > self.threshold)
+            channel = channel * (channel > self.threshold)
+        return block, channel
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> GateDecision:
         block, channel = self.saliences(x)
@@ -111,6 +119,21 @@ class LCGate(nn.Module):
         inactive = (channel <= 0).sum(dim=1).to(block.dtype)
         return GateDecision(gates=block, probs=block.detach(), executed=executed,
                             inactive=inactive, extras={"block": block, "channel": channel})
+
+    @torch.no_grad()
+    def shift_on_logit(self, delta: float) -> None:
+        """Gate calibration's knob (:mod:`dmnn.gate_calibration`): δ < 0 prunes, at eval, the
+        saliences at or below the threshold max(0, −Σδ). LC-Net has no on-logit, and shifting
+        the salience pre-activations instead wrecked the trained CIFAR-10 net (mean channel
+        salience 0.045: δ = −0.045 zeroed most channels, 87 % → 10 % top-1); a threshold only
+        removes the smallest saliences and leaves the others as trained. δ > 0 adds nothing:
+        compute that the saliences switched off carries a zero weight."""
+        self.threshold -= delta
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints written before calibration existed have no threshold: it was 0
+        state_dict.setdefault(prefix + "threshold", torch.zeros(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:
         """L-Net and C-Net FCs (the shared pool is not a MAC)."""
