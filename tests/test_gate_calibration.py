@@ -162,7 +162,8 @@ def test_config_calibrates_what_the_method_targets():
             for m in ("dmnn_resnet20", "aig_resnet20", "drnet_resnet20", "resnet20",
                       "lcnet_resnet20")}
     assert pick == {"dmnn_resnet20": "macs_ratio", "aig_resnet20": "exec_rate",
-                    "drnet_resnet20": "macs_ratio", "resnet20": None, "lcnet_resnet20": "macs_ratio"}
+                    "drnet_resnet20": "macs_ratio", "resnet20": None,
+                    "lcnet_resnet20": "macs_ratio"}
     dyn = resolve_config(None, None, {"macs_scope": "dynamic"})
     assert dyn.calibration_metric() == "macs_ratio_dynamic"
     with pytest.raises(ValueError, match="calibration_samples"):
