@@ -131,3 +131,18 @@ def test_gate_warmup_trains_every_sub_block_first_and_holds_the_multiplier(tmp_p
     assert m[2]["train_macs_ratio"] < 1.0  # the gates choose from epoch 3
     assert m[1]["train_loss_dual"] == 0.0  # λ does not integrate a gap the gates cannot close
     assert trainer.loss.dual != 0.0 and final["epochs"] == 3
+
+
+def test_checkpoint_names_with_dots_keep_every_dot(tmp_path):
+    from dmnn import create_model
+    from dmnn.checkpoint import load_weights, save_checkpoint
+
+    model = create_model("dmnn_resnet20", num_classes=10)
+    json_path = save_checkpoint(tmp_path / "run.r0.5", model, model_name="dmnn_resnet20",
+                                model_kwargs={}, epoch=3)
+    assert json_path.name == "run.r0.5.json" and (tmp_path / "run.r0.5.safetensors").is_file()
+    for given in ("run.r0.5", "run.r0.5.json", "run.r0.5.safetensors"):
+        meta, tensors = read_checkpoint(tmp_path / given)
+        assert meta["epoch"] == 3 and meta["tensors"] == "run.r0.5.safetensors"
+    load_weights(create_model("dmnn_resnet20", num_classes=10), tensors)
+    assert not (tmp_path / "run.r0.json").exists()

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -44,6 +45,20 @@ def test_eval_reports_and_writes_per_sample_file(trained, tmp_path):
     assert abs(per["macs"].double().mean().item() - info["macs_mean"]) < 1e-6 * info["macs_mean"]
     saved = json.loads((trained / "metrics.json").read_text())
     assert info["top1"] == pytest.approx(saved["top1"])
+
+
+def test_eval_default_output_sits_beside_the_checkpoint_and_never_overwrites_it(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    ckpt = [run / "last.json", run / "last.safetensors"]
+    before = [p.read_bytes() for p in ckpt]
+    result = runner.invoke(app, ["eval", str(run / "last.json")])
+    assert result.exit_code == 0, result.output
+    assert [p.read_bytes() for p in ckpt] == before
+    assert (run / "last.eval.safetensors").is_file() and (run / "last.eval.json").is_file()
+    clash = runner.invoke(app, ["eval", str(run / "last.json"), "--out", str(run / "last")])
+    assert clash.exit_code == 2 and "would overwrite the checkpoint" in clash.stderr
+    assert [p.read_bytes() for p in ckpt] == before
 
 
 def test_eval_refuses_a_checkpoint_for_another_architecture(trained, tmp_path):

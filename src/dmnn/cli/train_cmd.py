@@ -120,7 +120,8 @@ def eval_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint .json written by dmnn train.")],
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Dataset folder.")] = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Per-sample output base path (default: next to the checkpoint).")] = None,
+        "--out", help="Base path of the per-sample outputs BASE.safetensors and BASE.json "
+        "(default: CHECKPOINT.eval, next to the checkpoint).")] = None,
     device: Annotated[str, typer.Option("--device")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -130,10 +131,17 @@ def eval_cmd(
     meta, tensors = read_checkpoint(checkpoint)
     model, data, cfg = load_for_eval(meta, tensors, data_dir, device, source=str(checkpoint))
     summary, record = run_eval(model, data, cfg, device)
-    base = out if out is not None else Path(str(checkpoint).removesuffix(".json") + ".eval")
-    atomic_save_tensors(base.with_suffix(".safetensors"), record.tensors())
-    summary["per_sample_file"] = str(base.with_suffix(".safetensors"))
-    atomic_write_json(base.with_suffix(".json"), summary)
+    # suffixes are appended, never swapped: Path.with_suffix turned the default
+    # "calibrated.eval" into "calibrated.safetensors" and overwrote the checkpoint being read
+    base = str(out) if out is not None else str(checkpoint).removesuffix(".json") + ".eval"
+    base = base.removesuffix(".json").removesuffix(".safetensors")
+    per_sample, summary_path = Path(base + ".safetensors"), Path(base + ".json")
+    ours = {checkpoint.resolve(), (checkpoint.parent / meta["tensors"]).resolve()}
+    if per_sample.resolve() in ours or summary_path.resolve() in ours:
+        fail(f"--out {base} would overwrite the checkpoint {checkpoint}: pick another path")
+    atomic_save_tensors(per_sample, record.tensors())
+    summary["per_sample_file"] = str(per_sample)
+    atomic_write_json(summary_path, summary)
     if as_json:
         print_json(summary)
         return
