@@ -6,6 +6,12 @@ stand-ins that each remove part of the controller, timed interleaved in one proc
 * ``gap_only``: each controller pools its input (the paper's GAP), then returns fixed all-on gates.
 * ``stub``: fixed all-on gates, no controller arithmetic: what the gated block's bookkeeping costs.
 
+``--extra`` adds a control and two rewrites of the controller that were tried and dropped:
+
+* ``twin_control``: the twin again; its "overhead" is the bias of the interleaving (+0.1 %).
+* ``detached``: the same controller arithmetic on plain (non-``Parameter``) weight tensors.
+* ``blas_free``: the linears as ``(W * z).sum(-1) + b`` instead of BLAS calls.
+
 Ratios are medians of per-round paired ratios against ``twin``; rounds alternate the order of the
 variants. On a VM whose speed drifts, run it twice and read the spread as the noise.
 
@@ -44,6 +50,29 @@ class _Fixed(torch.nn.Module):
         return GateDecision(gates=ones)
 
 
+class _Rewritten(torch.nn.Module):
+    """The controller's eval arithmetic on detached weights, with BLAS linears or without."""
+
+    def __init__(self, ctrl: torch.nn.Module, blas: bool) -> None:
+        super().__init__()
+        self.blas, self.num_paths = blas, ctrl.num_paths
+        prev = ctrl.fc_prev
+        self.w = [t.detach() for t in (ctrl.fc_in.weight, ctrl.fc_in.bias, ctrl.fc_gate.weight,
+                                       ctrl.fc_gate.bias)]
+        self.prev = None if prev is None else (prev.weight.detach(), prev.bias.detach())
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, w, b) if self.blas else (w * x).sum(-1) + b
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> GateDecision:
+        w1, b1, w3, b3 = self.w
+        h = self._linear(x.mean(dim=(2, 3)), w1, b1).relu_()
+        if self.prev is not None and state is not None:
+            h = h + self._linear(state, *self.prev).relu_()
+        logits = self._linear(h, w3, b3).view(-1, self.num_paths, 2)
+        return GateDecision(gates=logits.argmax(dim=-1).to(logits.dtype), state=h)
+
+
 def _with_gates(model, gates: list) -> Callable[[torch.Tensor], torch.Tensor]:
     def run(x: torch.Tensor) -> torch.Tensor:
         saved = [b.gate for b in model.blocks]
@@ -58,7 +87,8 @@ def _with_gates(model, gates: list) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def measure(
-    model_name: str, batch: int, threads: int, repeats: int, size: int | None, clock: str = "wall"
+    model_name: str, batch: int, threads: int, repeats: int, size: int | None, clock: str = "wall",
+    extra: bool = False,
 ) -> dict:
     if clock == "thread" and threads != 1:
         raise SystemExit("--clock thread counts the calling thread only: use it with --threads 1")
@@ -80,6 +110,11 @@ def measure(
 
     variants = {"twin": twin, "all_on": model, "gap_only": _with_gates(model, stand_ins(True)),
                 "stub": _with_gates(model, stand_ins(False))}
+    if extra:
+        variants["twin_control"] = lambda inp: twin(inp)
+        for name, blas in (("detached", True), ("blas_free", False)):
+            variants[name] = _with_gates(
+                model, [None if g is None else _Rewritten(g, blas) for g in gated])
     times: dict[str, list[float]] = {k: [] for k in variants}
     warmup = 3
     with torch.inference_mode():
@@ -115,18 +150,20 @@ def main() -> None:
     ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
                     help="thread: CPU time of the calling thread (with --threads 1), which the "
                          "VM's stolen time does not inflate")
+    ap.add_argument("--extra", action="store_true",
+                    help="also time twin_control, detached and blas_free (see the docstring)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     res = measure(args.model, args.batch, args.threads, args.repeats, args.input_size,
-                  args.clock)
+                  args.clock, args.extra)
     if args.json:
         print(json.dumps(res, indent=2))
         return
     print(f"{res['model']} batch {res['batch']}, {res['threads']} threads, "
           f"{res['repeats']} rounds, {res['clock']} clock")
-    for name in ("twin", "all_on", "gap_only", "stub"):
+    for name in [k.removesuffix("_ms") for k in res if k.endswith("_ms")]:
         extra = f"  {res[name + '_overhead']:+.1%} vs twin" if name != "twin" else ""
-        print(f"  {name:9s} {res[name + '_ms']:9.2f} ms{extra}")
+        print(f"  {name:12s} {res[name + '_ms']:9.2f} ms{extra}")
 
 
 if __name__ == "__main__":
