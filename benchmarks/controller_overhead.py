@@ -9,11 +9,13 @@ stand-ins that each remove part of the controller, timed interleaved in one proc
 ``--extra`` adds a control and two rewrites of the controller that were tried and dropped:
 
 * ``twin_control``: the twin again; its "overhead" is the bias of the interleaving (+0.1 %).
-* ``detached``: the same controller arithmetic on plain (non-``Parameter``) weight tensors.
+* ``param_path``: the controllers with ``fast_inference`` off: the same arithmetic through the
+  autograd-aware path on ``Parameter`` weights (what ``all_on`` ran before session 5).
 * ``blas_free``: the linears as ``(W * z).sum(-1) + b`` instead of BLAS calls.
 
-Ratios are medians of per-round paired ratios against ``twin``; rounds alternate the order of the
-variants. On a VM whose speed drifts, run it twice and read the spread as the noise.
+Ratios are medians of per-round paired ratios against ``twin``; every round runs the variants in
+a fresh random order (seeded). A plain alternation left ``twin_control`` 0.8–1.3 % faster than
+``twin`` with seven variants. On a VM whose speed drifts, run it twice and read the spread.
 
     python benchmarks/controller_overhead.py --model dmnn_resnet50 --batch 1 --repeats 200
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -50,19 +53,32 @@ class _Fixed(torch.nn.Module):
         return GateDecision(gates=ones)
 
 
-class _Rewritten(torch.nn.Module):
-    """The controller's eval arithmetic on detached weights, with BLAS linears or without."""
+def _param_path(model, gates: list) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for gate in gates:
+            gate.fast_inference = False
+        try:
+            return model(x)
+        finally:
+            for gate in gates:
+                gate.fast_inference = True
+    return run
 
-    def __init__(self, ctrl: torch.nn.Module, blas: bool) -> None:
+
+class _BlasFree(torch.nn.Module):
+    """The controller's eval arithmetic with the linears as ``(W * z).sum(-1) + b``."""
+
+    def __init__(self, ctrl: torch.nn.Module) -> None:
         super().__init__()
-        self.blas, self.num_paths = blas, ctrl.num_paths
+        self.num_paths = ctrl.num_paths
         prev = ctrl.fc_prev
         self.w = [t.detach() for t in (ctrl.fc_in.weight, ctrl.fc_in.bias, ctrl.fc_gate.weight,
                                        ctrl.fc_gate.bias)]
         self.prev = None if prev is None else (prev.weight.detach(), prev.bias.detach())
 
-    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x, w, b) if self.blas else (w * x).sum(-1) + b
+    @staticmethod
+    def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (w * x).sum(-1) + b
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> GateDecision:
         w1, b1, w3, b3 = self.w
@@ -112,18 +128,19 @@ def measure(
                 "stub": _with_gates(model, stand_ins(False))}
     if extra:
         variants["twin_control"] = lambda inp: twin(inp)
-        for name, blas in (("detached", True), ("blas_free", False)):
-            variants[name] = _with_gates(
-                model, [None if g is None else _Rewritten(g, blas) for g in gated])
+        variants["param_path"] = _param_path(model, [g for g in gated if g is not None])
+        variants["blas_free"] = _with_gates(
+            model, [None if g is None else _BlasFree(g) for g in gated])
     times: dict[str, list[float]] = {k: [] for k in variants}
     warmup = 3
+    rng = random.Random(0)  # a fresh order every round: no variant keeps a favoured position
     with torch.inference_mode():
         ref = twin(x)
         for name, fn in variants.items():
             if not torch.allclose(fn(x), ref, atol=1e-4):
                 raise RuntimeError(f"{name} does not compute the twin's output")
         for i in range(warmup + repeats):
-            order = list(variants) if i % 2 == 0 else list(reversed(variants))
+            order = rng.sample(list(variants), len(variants))
             for name in order:
                 start = timer()
                 variants[name](x)
@@ -151,7 +168,7 @@ def main() -> None:
                     help="thread: CPU time of the calling thread (with --threads 1), which the "
                          "VM's stolen time does not inflate")
     ap.add_argument("--extra", action="store_true",
-                    help="also time twin_control, detached and blas_free (see the docstring)")
+                    help="also time twin_control, param_path and blas_free (see the docstring)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     res = measure(args.model, args.batch, args.threads, args.repeats, args.input_size,

@@ -154,3 +154,47 @@ def test_noise_schedule_holds_then_decays_to_final():
     assert scales[:6] == [1.0] * 6 and scales[-1] == 0.0
     assert scales[6:] == pytest.approx([0.8, 0.6, 0.4, 0.2, 0.0])
     assert noise_schedule(10, 11, 1.0, 0.0) == 1.0  # anneal_from 1: the paper's constant noise
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_inference_path_matches_the_autograd_path(first):
+    c = hand_controller(first=first)
+    state = torch.tensor([[1.0, 2.0]])
+    x = torch.randn(5, 2, 3, 3)
+    ref = c(x, state.expand(5, 2))  # grad enabled: the plain path
+    with torch.inference_mode():
+        fast = c(x, state.expand(5, 2))
+    torch.testing.assert_close(fast.extras["logits"], ref.extras["logits"])
+    torch.testing.assert_close(fast.state, ref.state)
+    assert fast.gates.tolist() == ref.gates.tolist()
+    with torch.no_grad():  # the hand case of eqn 8 through the inference path
+        d = c(hand_input(), state)
+    expected = [[[0.1, 2.7]]] if not first else [[[0.1, 2.5 + 0.2]]]
+    torch.testing.assert_close(d.extras["logits"], torch.tensor(expected))
+
+
+def test_inference_path_follows_weight_updates_and_moves():
+    c = hand_controller()
+    state = torch.tensor([[1.0, 2.0]])
+    with torch.no_grad():
+        before = c(hand_input(), state).extras["logits"]
+        c.shift_on_logit(-3.0)  # in place: seen through the shared storage
+        shifted = c(hand_input(), state)
+        assert shifted.extras["logits"][0, 0, 1] == pytest.approx(before[0, 0, 1].item() - 3.0)
+        assert shifted.gates.tolist() == [[0.0]]
+        c.double()  # new storage: the plain views are rebuilt
+        d = c(hand_input().double(), state.double())
+        assert d.extras["logits"].dtype == torch.float64
+        c.fc_in.weight.copy_(torch.zeros(2, 2))  # load_state_dict-style in-place copy
+        d = c(hand_input().double(), state.double())
+    c.fc_in.bias.data.zero_()
+    with torch.no_grad():
+        h = c(hand_input().double(), state.double()).state
+    torch.testing.assert_close(h, torch.tensor([[3.0, 3.0]], dtype=torch.float64))  # V = 0
+
+
+def test_eval_with_gradients_enabled_still_trains_the_controller():
+    c = hand_controller()
+    d = c(hand_input(), torch.tensor([[1.0, 2.0]]))
+    d.extras["logits"].sum().backward()
+    assert c.fc_in.weight.grad is not None and c.fc_gate.weight.grad.abs().sum() > 0
