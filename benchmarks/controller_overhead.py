@@ -71,20 +71,17 @@ class _BlasFree(torch.nn.Module):
     def __init__(self, ctrl: torch.nn.Module) -> None:
         super().__init__()
         self.num_paths = ctrl.num_paths
-        prev = ctrl.fc_prev
-        self.w = [t.detach() for t in (ctrl.fc_in.weight, ctrl.fc_in.bias, ctrl.fc_gate.weight,
-                                       ctrl.fc_gate.bias)]
-        self.prev = None if prev is None else (prev.weight.detach(), prev.bias.detach())
+        self.w = ctrl.plain_weights()
 
     @staticmethod
     def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (w * x).sum(-1) + b
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> GateDecision:
-        w1, b1, w3, b3 = self.w
+        w1, b1, w2, b2, w3, b3 = self.w
         h = self._linear(x.mean(dim=(2, 3)), w1, b1).relu_()
-        if self.prev is not None and state is not None:
-            h = h + self._linear(state, *self.prev).relu_()
+        if w2 is not None and state is not None:
+            h = h + self._linear(state, w2, b2).relu_()
         logits = self._linear(h, w3, b3).view(-1, self.num_paths, 2)
         return GateDecision(gates=logits.argmax(dim=-1).to(logits.dtype), state=h)
 

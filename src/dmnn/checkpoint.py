@@ -152,14 +152,14 @@ def save_checkpoint(
         meta["scheduler"] = {"last_epoch": scheduler.last_epoch}
     rng_tensors, meta["rng"] = rng_state()
     tensors.update(rng_tensors)
-    tensor_path, json_path = _with_ext(base, ".safetensors"), _with_ext(base, ".json")
+    tensor_path, json_path = with_ext(base, ".safetensors"), with_ext(base, ".json")
     meta["sha256"] = atomic_save_tensors(tensor_path, tensors)
     meta["tensors"] = tensor_path.name
     atomic_write_json(json_path, meta)
     return json_path
 
 
-def _with_ext(base: Path, ext: str) -> Path:
+def with_ext(base: str | Path, ext: str) -> Path:
     """``base`` + ``ext``, after dropping a .json/.safetensors ending; other dots are part of the
     name (Path.with_suffix would turn "run/epoch.1" into "run/epoch.json")."""
     name = str(base).removesuffix(".json").removesuffix(".safetensors")
@@ -168,7 +168,7 @@ def _with_ext(base: Path, ext: str) -> Path:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(metadata, tensors) of a checkpoint given its .json, .safetensors or base path."""
-    json_path = _with_ext(Path(path), ".json")
+    json_path = with_ext(Path(path), ".json")
     if not json_path.is_file():
         raise CheckpointError(
             f"checkpoint {json_path} not found: pass the .json written by `dmnn train`"

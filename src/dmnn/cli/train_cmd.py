@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..checkpoint import atomic_save_tensors, atomic_write_json, read_checkpoint
+from ..checkpoint import atomic_save_tensors, atomic_write_json, read_checkpoint, with_ext
 from .app import app, fail, friendly, print_json
 
 
@@ -56,7 +56,7 @@ def train_cmd(
     calibrate: Annotated[bool | None, typer.Option(
         "--calibrate/--no-calibrate",
         help="After training, shift the gate thresholds so the eval-mode ratio meets r "
-             "(DMNN, AIG, DRNet; default on).")] = None,
+             "(every dynamic method; default on).")] = None,
     calibration_samples: Annotated[int | None, typer.Option(
         "--calibration-samples", help="Training images calibration measures on.")] = None,
     width_mult: Annotated[float | None, typer.Option("--width-mult")] = None,
@@ -133,9 +133,8 @@ def eval_cmd(
     summary, record = run_eval(model, data, cfg, device)
     # suffixes are appended, never swapped: Path.with_suffix turned the default
     # "calibrated.eval" into "calibrated.safetensors" and overwrote the checkpoint being read
-    base = str(out) if out is not None else str(checkpoint).removesuffix(".json") + ".eval"
-    base = base.removesuffix(".json").removesuffix(".safetensors")
-    per_sample, summary_path = Path(base + ".safetensors"), Path(base + ".json")
+    base = out if out is not None else with_ext(checkpoint, ".eval")
+    per_sample, summary_path = with_ext(base, ".safetensors"), with_ext(base, ".json")
     ours = {checkpoint.resolve(), (checkpoint.parent / meta["tensors"]).resolve()}
     if per_sample.resolve() in ours or summary_path.resolve() in ours:
         fail(f"--out {base} would overwrite the checkpoint {checkpoint}: pick another path")
