@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import dmnn
-from dmnn.config import resolve_config
-from dmnn.engine import train
 from dmnn.methods.aig import AIGGate, AIGLoss, target_rate_loss
-from dmnn.routing import Routing
+from dmnn.network.routing import Routing
+from dmnn.train.config import resolve_config
+from dmnn.train.engine import train
 
 
 def test_gate_by_hand_at_eval():

@@ -15,7 +15,7 @@ runner = CliRunner()
     (["bench", "resnet20"], "needs a gated model"),
     (["bench", "dmnn_resnet20", "--rate", "1.5"], "rate must be in [0, 1]"),
     (["bench", "dmnn_resnet20", "--rate", "-0.1"], "rate must be in [0, 1]"),
-    (["bench", "dmnn_resnet20", "--batch", "0"], "batch must be >= 1"),
+    (["bench", "dmnn_resnet20", "--batch", "0"], "batch must be an integer >= 1"),
 ])
 def test_bad_arguments_are_one_line_errors(args, needle):
     result = runner.invoke(app, args)
@@ -91,7 +91,7 @@ def test_checkpoint_bench_argument_errors(args, needle):
 
 
 def test_paired_ratio_cancels_a_slow_phase_that_hits_both_variants():
-    from dmnn.bench import paired_ratio
+    from dmnn.evaluation.latency import paired_ratio
     # repeat 2 ran in a slow phase (×10 for both): paired → 1.0, ratio of medians → 3.0
     sparse, masked = [1.0, 10.0, 3.0], [1.0, 10.0, 1.0]
     assert paired_ratio(sparse[:2], masked[:2]) == 1.0

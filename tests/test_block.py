@@ -5,12 +5,12 @@ import torch
 from torch import nn
 
 import dmnn
-from dmnn.forcing import force_gates
-from dmnn.gates import GateDecision
-from dmnn.models.block import GatedBlock
+from dmnn.execution.forcing import force_gates
+from dmnn.network.block import GatedBlock
+from dmnn.network.gate import Gate, GateDecision
 
 
-class FixedGate(nn.Module):
+class FixedGate(Gate):
     def __init__(self, gates):
         super().__init__()
         self.gates = gates

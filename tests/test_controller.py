@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import dmnn
-from dmnn.controller import DMNNController
-from dmnn.gates import on_gates, on_probs, straight_through_gumbel
+from dmnn.methods.dmnn import DMNNController
+from dmnn.network.gumbel import on_gates, on_probs, straight_through_gumbel
 
 
 def hand_controller(first: bool = False, prev_state: bool = True) -> DMNNController:
@@ -148,7 +148,7 @@ def test_noise_scale_zero_makes_training_decisions_deterministic_with_gradients(
 
 
 def test_noise_schedule_holds_then_decays_to_final():
-    from dmnn.gates import noise_schedule
+    from dmnn.network.gumbel import noise_schedule
 
     scales = [noise_schedule(e, 11, 0.5, 0.0) for e in range(11)]
     assert scales[:6] == [1.0] * 6 and scales[-1] == 0.0

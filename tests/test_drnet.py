@@ -8,10 +8,8 @@ import torch
 from torch import nn
 
 import dmnn
-from dmnn.config import resolve_config
-from dmnn.engine import train
-from dmnn.gates import GateDecision, set_hard_routing
 from dmnn.methods.drnet import (
+    DRNet,
     DRNetLoss,
     DRNetRouter,
     consistency_loss,
@@ -19,9 +17,13 @@ from dmnn.methods.drnet import (
     diversity_loss,
     reg_loss,
     routes,
+    set_hard_routing,
 )
-from dmnn.models.block import GatedBlock
-from dmnn.routing import Routing
+from dmnn.network.block import GatedBlock
+from dmnn.network.gate import GateDecision
+from dmnn.network.routing import Routing
+from dmnn.train.config import resolve_config
+from dmnn.train.engine import train
 
 
 def test_eqn3_route_by_hand():
@@ -41,11 +43,11 @@ def test_eqn3_route_by_hand():
     assert router(x).gates.item() == 1.0  # eqn 11: r ≥ 0.5 runs the block
 
 
-class FixedRoute(nn.Module):
-    mixing = "convex"
+class FixedRoute(DRNetRouter):
+    """A DRNet router whose r is fixed (the block mixes as DRNet's does)."""
 
     def __init__(self, r):
-        super().__init__()
+        super().__init__(1)
         self.r = r
 
     def forward(self, x, state=None):
@@ -152,15 +154,16 @@ def test_hard_routing_in_training_runs_only_the_executed_rows():
     set_hard_routing(block, True)
     x = torch.randn(8, 16, 8, 8)
     gates = torch.tensor([1.0, 1.0, 1.0, 0, 0, 0, 0, 0]).unsqueeze(1)
-    out = block.convex(x, x, gates)
+    out = block.gate.execute(block, x, x, GateDecision(gates=gates))
     assert seen == [3]  # F saw (and its BN normalised over) just the rows it serves
     assert torch.equal(out[3:], x[3:])
 
 
 def test_router_finetune_defaults_and_validation():
     cfg = resolve_config(None, None, {"model": "drnet_resnet20", "epochs": 20})
-    assert cfg.router_finetune() == 4
-    assert resolve_config(None, None, {"model": "dmnn_resnet20"}).router_finetune() == 0
+    assert DRNet.router_finetune(cfg) == 4
+    assert DRNet.router_finetune(resolve_config(None, None, {"model": "drnet_resnet20",
+                                                             "epochs": 1})) == 0
     with pytest.raises(ValueError, match="drnet_"):
         resolve_config(None, None, {"model": "dmnn_resnet20", "router_finetune_epochs": 2})
     with pytest.raises(ValueError, match=r"\[0, epochs\)"):

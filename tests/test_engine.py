@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from dmnn.checkpoint import read_checkpoint
-from dmnn.config import resolve_config
-from dmnn.engine import Trainer, TrainingError, resume_config, train
-from dmnn.losses import LossOutput
+from dmnn.errors import TrainingError
+from dmnn.methods.base import LossOutput
+from dmnn.train.checkpoint import read_checkpoint
+from dmnn.train.config import resolve_config
+from dmnn.train.engine import Trainer, resume_config, train
 
 TINY = {
     "dataset": "digits", "model": "dmnn_resnet20", "batch_size": 32, "max_train_samples": 128,
@@ -50,6 +51,9 @@ class Interrupt:
                 return LossOutput(total=torch.tensor(float("nan"), requires_grad=True))
             raise KeyboardInterrupt
         return self.loss(*args, **kwargs)
+
+    def state_dict(self):
+        return self.loss.state_dict()
 
 
 def test_resume_is_exact(tmp_path):
@@ -135,7 +139,7 @@ def test_gate_warmup_trains_every_sub_block_first_and_holds_the_multiplier(tmp_p
 
 def test_checkpoint_names_with_dots_keep_every_dot(tmp_path):
     from dmnn import create_model
-    from dmnn.checkpoint import load_weights, save_checkpoint
+    from dmnn.train.checkpoint import load_weights, save_checkpoint
 
     model = create_model("dmnn_resnet20", num_classes=10)
     json_path = save_checkpoint(tmp_path / "run.r0.5", model, model_name="dmnn_resnet20",

@@ -10,15 +10,15 @@ import torch
 from test_data_imagefolder import make_folder
 
 from dmnn import create_model
-from dmnn.checkpoint import CheckpointError, load_weights, read_checkpoint
-from dmnn.config import resolve_config
-from dmnn.controller import DMNNController
 from dmnn.data import ArraySplit, Batch, TensorBatchLoader, load_dataset, normalize
-from dmnn.engine import Trainer, train
-from dmnn.gate_calibration import calibrate_gates, can_calibrate, measure
 from dmnn.methods.aig import AIGGate
+from dmnn.methods.dmnn import DMNNController
 from dmnn.methods.drnet import DRNetRouter
 from dmnn.methods.lcnet import LCGate
+from dmnn.train.calibration import calibrate_gates, can_calibrate, measure
+from dmnn.train.checkpoint import CheckpointError, load_weights, read_checkpoint
+from dmnn.train.config import resolve_config
+from dmnn.train.engine import Trainer, train
 
 
 def batches(n: int = 48, size: int = 16, seed: int = 0) -> list[Batch]:
@@ -38,7 +38,7 @@ def settled(name: str, **kw) -> torch.nn.Module:
 
 
 def test_dmnn_shift_moves_every_on_logit_by_delta_and_nothing_else():
-    ctrl = DMNNController(8, num_paths=3, hidden_dim=4).eval()
+    ctrl = DMNNController(8, num_sub_blocks=3, hidden_dim=4).eval()
     x = torch.randn(5, 8, 4, 4)
     before = ctrl(x).extras["logits"]
     ctrl.shift_on_logit(0.75)
@@ -158,14 +158,14 @@ def test_static_models_are_refused():
 
 
 def test_config_calibrates_what_the_method_targets():
-    pick = {m: resolve_config(None, None, {"model": m}).calibration_metric()
+    pick = {m: (c := resolve_config(None, None, {"model": m})).method.calibration_metric(c)
             for m in ("dmnn_resnet20", "aig_resnet20", "drnet_resnet20", "resnet20",
                       "lcnet_resnet20")}
     assert pick == {"dmnn_resnet20": "macs_ratio", "aig_resnet20": "exec_rate",
                     "drnet_resnet20": "macs_ratio", "resnet20": None,
                     "lcnet_resnet20": "macs_ratio"}
     dyn = resolve_config(None, None, {"macs_scope": "dynamic"})
-    assert dyn.calibration_metric() == "macs_ratio_dynamic"
+    assert dyn.method.calibration_metric(dyn) == "macs_ratio_dynamic"
     with pytest.raises(ValueError, match="calibration_samples"):
         resolve_config(None, None, {"calibration_samples": 0})
 

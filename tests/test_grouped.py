@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import dmnn
-from dmnn import executor
-from dmnn.executor import EXECUTION_MODES, run_dense, run_paths
-from dmnn.grouped import gated_sum, make_plan, plan_for, try_run_grouped
+from dmnn.execution import dispatch as executor
+from dmnn.execution.dispatch import EXECUTION_MODES, run_dense, run_paths
+from dmnn.execution.grouped import gated_sum, make_plan, plan_for, try_run_grouped
 
 MODELS = {
     "dmnn_resnet20": {},

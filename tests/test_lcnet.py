@@ -7,9 +7,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dmnn
-from dmnn.config import resolve_config
-from dmnn.engine import train
 from dmnn.methods.lcnet import LCGate, LCLoss, leaky_relu1, relu1
+from dmnn.train.config import resolve_config
+from dmnn.train.engine import train
 
 
 def test_eqn5_relu1_and_its_leaky_training_form():
@@ -139,7 +139,7 @@ def test_lcnet_is_registered_for_resnets_only():
 
 def test_eval_record_counts_executed_blocks_not_saliences(tmp_path):
     from dmnn.data import load_dataset
-    from dmnn.evaluate import collect, summarize_record
+    from dmnn.evaluation.metrics import collect, summarize_record
 
     data = load_dataset("digits", max_test_samples=16)
     model = dmnn.create_model("lcnet_resnet20", in_chans=1).eval()
@@ -153,14 +153,13 @@ def test_eval_record_counts_executed_blocks_not_saliences(tmp_path):
 
 
 def test_dual_step_scales_with_the_run_length():
-    from dmnn.engine import build_loss
     from dmnn.methods.lcnet import dual_step_for
 
     assert dual_step_for(7800) == pytest.approx(6.0 / 7800)  # cpu-fast: 20 epochs × 390 steps
     assert dual_step_for(330) == pytest.approx(6.0 / 330)
     cfg = resolve_config("cpu-fast", None, {"model": "lcnet_resnet20"})
-    assert build_loss(cfg, steps_per_epoch=390).step == pytest.approx(6.0 / 7800)
+    assert cfg.method.build_loss(cfg, 20 * 390).step == pytest.approx(6.0 / 7800)
     short = resolve_config(None, None, {"model": "lcnet_resnet20", "epochs": 15})
-    assert build_loss(short, steps_per_epoch=22).step == pytest.approx(6.0 / 330)
+    assert short.method.build_loss(short, 15 * 22).step == pytest.approx(6.0 / 330)
     with pytest.raises(ValueError, match="total_steps"):
         dual_step_for(0)

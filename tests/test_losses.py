@@ -5,19 +5,17 @@ import math
 import pytest
 import torch
 
-from dmnn.losses import (
+from dmnn.methods.base import LossConfig
+from dmnn.methods.dmnn import (
     DMNNLoss,
-    LossConfig,
     category_loss,
     exec_loss,
-    execution_rates,
     flops_loss,
-    macs_fraction,
     path_balance_loss,
     stage_weights,
 )
-from dmnn.macs import MacsTable
-from dmnn.routing import Routing
+from dmnn.network.macs import MacsTable
+from dmnn.network.routing import Routing, execution_rates
 
 TABLE = MacsTable(
     input_size=(1, 1), stem=10, head=5, shortcut=(1, 0), controller=(2, 2),
@@ -56,8 +54,8 @@ def test_eqn13_14_flops_loss_by_hand():
     gates = [torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 1.0]])]
     r = routing(gates)
     # per-sample MACs 520 and 920: f = 720; network: f_total = 1020; dynamic: (720−20)/1000
-    assert macs_fraction(r, "network").item() == pytest.approx(720 / 1020)
-    assert macs_fraction(r, "dynamic").item() == pytest.approx(0.7)
+    assert r.macs_fraction("network").item() == pytest.approx(720 / 1020)
+    assert r.macs_fraction("dynamic").item() == pytest.approx(0.7)
     assert flops_loss(r, 0.5, "network").item() == pytest.approx((720 / 1020 - 0.5) ** 2)
     assert flops_loss(r, 0.5, "dynamic").item() == pytest.approx(0.04)
 

@@ -5,8 +5,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dmnn
-from dmnn.forcing import force_gates
-from dmnn.macs import MacsTable
+from dmnn.execution.forcing import force_gates
+from dmnn.network.macs import MacsTable
 
 
 def test_per_sample_macs_by_hand():

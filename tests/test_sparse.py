@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import dmnn
-from dmnn.bench import static_twin
-from dmnn.forcing import force_gates
+from dmnn.evaluation.latency import static_twin
+from dmnn.execution.forcing import force_gates
 
 DMNN_MODELS = [n for f in ("dmnn", "aig", "drnet", "lcnet") for n in dmnn.list_models(f)]
 
@@ -83,7 +83,7 @@ def test_all_off_runs_no_sub_block_and_all_on_runs_each_once():
     assert calls["n"] == 0
     with torch.inference_mode(), force_gates(model, "on"):
         model(x)
-    assert calls["n"] == sum(b.num_paths for b in model.blocks)
+    assert calls["n"] == sum(b.num_sub_blocks for b in model.blocks)
 
 
 def test_eval_default_is_sparse_and_matches_static_twin_when_all_on():
@@ -121,12 +121,12 @@ def test_dense_above_runs_mostly_on_paths_on_the_whole_batch_with_the_same_resul
 
 
 def test_calibration_sets_a_threshold_per_sub_block():
-    from dmnn.calibrate import calibrate_sparse
+    from dmnn.execution.autotune import autotune_sparse
 
     model = dmnn.create_model("dmnn_resnet20").eval()
-    chosen = calibrate_sparse(model, torch.randn(8, 3, 32, 32), repeats=1)
+    chosen = autotune_sparse(model, torch.randn(8, 3, 32, 32), repeats=1)
     assert sorted(chosen) == list(range(9))
     assert all(len(t) == 2 and all(0.5 <= v <= 1.0 for v in t) for t in chosen.values())
     assert [b.dense_above for b in model.blocks] == [chosen[i] for i in range(9)]
     with pytest.raises(ValueError, match="at least 2"):
-        calibrate_sparse(model, torch.randn(1, 3, 32, 32))
+        autotune_sparse(model, torch.randn(1, 3, 32, 32))

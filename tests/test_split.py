@@ -3,7 +3,7 @@
 import pytest
 
 import dmnn
-from dmnn.models.split import bottleneck_params, bottleneck_sub_width, even_split
+from dmnn.network.split import bottleneck_params, bottleneck_sub_width, even_split
 
 
 def test_resnet50_widths_are_the_resnext_group_widths():

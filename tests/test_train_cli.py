@@ -144,7 +144,7 @@ def test_runs_that_cannot_go_on_are_one_line_errors_too(trained, tmp_path, monke
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("dmnn.losses.DMNNLoss.__call__", ctrl_c)
+    monkeypatch.setattr("dmnn.methods.dmnn.DMNNLoss.__call__", ctrl_c)
     out = tmp_path / "cut"
     cut = runner.invoke(app, ["train", "--epochs", "1", "--out", str(out), *TINY])
     assert cut.exit_code == 130, cut.output

@@ -1,6 +1,24 @@
-"""Errors the CLI reports as one line (no traceback) with a non-zero exit code."""
+"""Every exception dmnn raises on purpose, in one place.
+
+Why one module: the CLI turns these into a single ``error:`` line (no traceback). Bad input is a
+``ValueError`` (exit status 2); a run that cannot go on is a :class:`TrainingError` (its
+``exit_code``). Messages are one line: the problem, then what to do about it.
+"""
 
 from __future__ import annotations
+
+
+class DataError(ValueError):
+    """Bad data input (missing folder, corrupt file, bad category JSON, ...)."""
+
+    def __init__(self, message: object) -> None:
+        # Collapse whitespace so even wrapped causes (e.g. str(exc) of a parser error) stay on
+        # one line when the CLI prints them.
+        super().__init__(" ".join(str(message).split()))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete, corrupt, or for another architecture."""
 
 
 class TrainingError(RuntimeError):

@@ -1,54 +1,149 @@
-"""timm-style model registry: one name per architecture, built by ``create_model``."""
+"""The registry: backbones × methods → model names, built by ``create_model`` (timm-style).
+
+Every backbone is registered under its own name as a static network (the ``static`` method) and
+once per gating method as ``<prefix>_<backbone>``; backbones and methods may be added in any order
+(:func:`register_backbone`, :func:`register_method`), each new one is crossed with all the others.
+Nothing registers on import: the built-in backbones and methods are added explicitly, on the first
+call of any function here.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from torch import nn
+if TYPE_CHECKING:
+    from .methods.base import Method
+    from .network.dynamic_net import DynamicNet
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-_FAMILIES: dict[str, str] = {}
+BUILTIN_BACKBONES = ("resnet_cifar", "resnet", "mobilenetv2")
+"""Modules of :mod:`dmnn.backbones` whose ``BACKBONES`` lists are registered."""
+BUILTIN_METHODS = ("static", "twin", "dmnn", "aig", "drnet", "lcnet")
+"""Modules of :mod:`dmnn.methods` whose ``METHOD`` is registered."""
+
+RESERVED = ("name", "num_sub_blocks", "gate_factory", "options")
+"""Arguments the registry passes to a backbone's builder itself (a model's own options aside)."""
 
 
-def register_model(
-    family: str, name: str | None = None
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register an entrypoint (under ``name`` or its function name) in ``family``."""
+class Backbone(NamedTuple):
+    """``build(name=, num_sub_blocks=, gate_factory=, options=, **user kwargs)`` makes the net."""
 
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        key = name or fn.__name__
-        if key in _MODELS:
-            raise RuntimeError(f"model {key!r} registered twice")
-        _MODELS[key] = fn
-        _FAMILIES[key] = family
-        return fn
+    name: str
+    build: Callable[..., DynamicNet]
+    doc: str
 
-    return wrap
+
+class _Entry(NamedTuple):
+    build: Callable[..., DynamicNet]
+    method: Method
+    backbone: str
+
+
+_BACKBONES: dict[str, Backbone] = {}
+_METHODS: dict[str, Method] = {}
+_MODELS: dict[str, _Entry] = {}
+_loaded = False
+
+
+def _builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_METHODS:
+        register_method(importlib.import_module(f"dmnn.methods.{module}").METHOD)
+    for module in BUILTIN_BACKBONES:
+        for backbone in importlib.import_module(f"dmnn.backbones.{module}").BACKBONES:
+            register_backbone(backbone)
+
+
+def model_name(method: Method, backbone: str) -> str:
+    return backbone if method.prefix is None else f"{method.prefix}_{backbone}"
+
+
+def _cross(backbone: Backbone, method: Method) -> None:
+    if not method.applies_to(backbone.name):
+        return
+    name = model_name(method, backbone.name)
+    if name in _MODELS:
+        raise RuntimeError(f"model {name!r} registered twice")
+    option_names = method.options.names()
+
+    def entrypoint(**kwargs: Any) -> DynamicNet:
+        reserved = sorted(set(kwargs) & set(RESERVED) - set(option_names))
+        if reserved:
+            raise TypeError(f"{name}() got an unexpected keyword argument {reserved[0]!r}")
+        opts = method.options(**{k: kwargs.pop(k) for k in option_names if k in kwargs})
+        return backbone.build(name=name, num_sub_blocks=opts.num_sub_blocks,
+                              gate_factory=opts.gate_factory(), options=opts.to_dict(), **kwargs)
+
+    extra = f" Options: {', '.join(option_names)}." if option_names else ""
+    entrypoint.__doc__ = (backbone.doc if method.prefix is None
+                          else f"{method.doc} of {backbone.name}: {backbone.doc}{extra}")
+    _MODELS[name] = _Entry(entrypoint, method, backbone.name)
+
+
+def register_backbone(backbone: Backbone) -> None:
+    """Add a backbone: registers it (static) and ``<prefix>_<name>`` for every method."""
+    if backbone.name in _BACKBONES:
+        raise RuntimeError(f"backbone {backbone.name!r} registered twice")
+    _builtins()
+    _BACKBONES[backbone.name] = backbone
+    for method in _METHODS.values():
+        _cross(backbone, method)
+
+
+def register_method(method: Method) -> None:
+    """Add a gating method: registers ``<prefix>_<backbone>`` for every backbone it applies to."""
+    if method.family in _METHODS:
+        raise RuntimeError(f"method {method.family!r} registered twice")
+    _builtins()
+    _METHODS[method.family] = method
+    for backbone in _BACKBONES.values():
+        _cross(backbone, method)
 
 
 def list_models(family: str | None = None) -> list[str]:
     """Sorted names of registered models, optionally of one family ('static', 'dmnn', ...)."""
-    return sorted(n for n in _MODELS if family is None or _FAMILIES[n] == family)
+    _builtins()
+    return sorted(n for n, e in _MODELS.items() if family is None or e.method.family == family)
 
 
-def model_family(name: str) -> str:
-    _check_name(name)
-    return _FAMILIES[name]
+def list_methods() -> list[Method]:
+    """Every registered method, in registration order."""
+    _builtins()
+    return list(_METHODS.values())
 
 
-def _check_name(name: str) -> None:
+def _entry(name: str) -> _Entry:
+    _builtins()
     if name not in _MODELS:
         raise ValueError(
             f"unknown model name {name!r}: choose one of {', '.join(list_models())}"
         )
+    return _MODELS[name]
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def method_of(name: str) -> Method:
+    """The method of a registered model (``aig_resnet56`` → ConvNet-AIG)."""
+    return _entry(name).method
+
+
+def model_family(name: str) -> str:
+    return method_of(name).family
+
+
+def backbone_of(name: str) -> str:
+    """The static backbone of a registered model (``aig_resnet56`` → ``resnet56``)."""
+    return _entry(name).backbone
+
+
+def create_model(name: str, **kwargs: Any) -> DynamicNet:
     """Build a registered model; unknown names and bad keyword arguments raise ValueError."""
-    _check_name(name)
+    entry = _entry(name)
     try:
-        return _MODELS[name](**kwargs)
+        return entry.build(**kwargs)
     except TypeError as err:
         if "unexpected keyword argument" not in str(err):
             raise

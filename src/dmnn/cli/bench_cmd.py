@@ -8,11 +8,10 @@ from typing import Annotated
 import typer
 from tqdm.auto import tqdm
 
-from .app import app, friendly, print_json
+from ..checks import check_int
+from .app import friendly, print_json
 
 
-@app.command("bench")
-@friendly
 def bench_cmd(
     model: Annotated[str | None, typer.Argument(
         help="A dynamic model, e.g. dmnn_resnet50 (random forced gates).")] = None,
@@ -32,7 +31,7 @@ def bench_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Time the static backbone, DMNN masked-dense and DMNN sparse; report MACs/latency ratios."""
-    from ..bench import bench, check_bench_args
+    from ..evaluation.latency import bench, check_bench_args
     from ..registry import model_family
 
     if repeats < 1 or warmup < 0:
@@ -78,12 +77,11 @@ def bench_checkpoint(
     warmup: int, as_json: bool,
 ) -> None:
     """``dmnn bench --checkpoint``: a trained model's own gates on its own test images."""
-    from ..bench_trained import bench_trained, gather_images
-    from ..checkpoint import read_checkpoint
-    from ..evaluate import load_for_eval
+    from ..evaluation.latency_trained import bench_trained, gather_images
+    from ..evaluation.restore import load_for_eval
+    from ..train.checkpoint import read_checkpoint
 
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+    check_int("batch", batch, 1)
     meta, tensors = read_checkpoint(path)
     model, data, _ = load_for_eval(meta, tensors, data_dir, "cpu", source=str(path))
     images = gather_images(data.test, batch * (warmup + repeats))
@@ -106,3 +104,7 @@ def bench_checkpoint(
     if "latency_ratio" in result:
         typer.echo(f"latency ratio (sparse / all on)   {result['latency_ratio']:.3f}  "
                    f"(MACs ratio {result['macs_ratio']:.3f})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(friendly(bench_cmd))

@@ -1,14 +1,21 @@
-"""``dmnn train`` and ``dmnn eval``."""
+"""``dmnn train``: its config options are generated from :class:`~dmnn.train.config.TrainConfig`.
+
+Each field's declaration (name, type, help, default, ``resume``) becomes one ``--flag``, so an
+option is declared once and the CLI, YAML files and validation cannot drift apart. The command's
+own options (``--config``, ``--preset``, ``--out``, ``--resume``, ``--progress``) are written out.
+"""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..checkpoint import atomic_save_tensors, atomic_write_json, read_checkpoint, with_ext
-from .app import app, fail, friendly, print_json
+from ..checks import union_args
+from ..train.config import PRESETS, OptionInfo, options
+from .app import fail, friendly
 
 
 def default_out(model: str, dataset: str, rate: float, seed: int) -> Path:
@@ -21,81 +28,71 @@ def default_out(model: str, dataset: str, rate: float, seed: int) -> Path:
     return out
 
 
-@app.command("train")
-@friendly
+def cli_type(tp: Any) -> Any:
+    """The type typer parses an option as: ``X | None`` → X; mixed unions → str."""
+    args = tuple(a for a in union_args(tp) if a is not type(None))
+    if len(args) == 1:
+        return args[0]
+    return str  # e.g. categories: K or a file name; the data layer reads either from a string
+
+
+def flag_of(opt: OptionInfo) -> str:
+    flag = opt.metadata.get("flag")
+    if flag:
+        return flag
+    name = opt.name.replace("_", "-")
+    return f"--{name}/--no-{name}" if cli_type(opt.type) is bool else f"--{name}"
+
+
+def _help(opt: OptionInfo) -> str:
+    text = opt.metadata.get("help", "")
+    if opt.default not in (None, []):
+        text += f" [default: {opt.default}]"
+    return text + (" May change on --resume." if opt.metadata.get("resume") else "")
+
+
+CONFIG_OPTIONS = [opt for opt in options() if opt.metadata.get("cli", True)]
+RESUMABLE = sorted(opt.name for opt in CONFIG_OPTIONS if opt.metadata.get("resume"))
+
+
+def _signature() -> inspect.Signature:
+    own = [
+        ("config", Path | None, typer.Option("--config", help="YAML config file.")),
+        ("preset", str | None, typer.Option(
+            "--preset", help=f"{' | '.join(PRESETS)} (default: digits).")),
+        ("out", Path | None, typer.Option("--out", help="Output folder.")),
+        ("resume", bool, typer.Option("--resume", help="Continue the run in --out.")),
+        ("progress", bool | None, typer.Option(
+            "--progress/--no-progress", help="Progress bars (default: on a terminal).")),
+    ]
+    params = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                          default=False if name == "resume" else None,
+                          annotation=Annotated[tp, info])
+        for name, tp, info in own
+    ]
+    for opt in CONFIG_OPTIONS:
+        info = typer.Option(flag_of(opt), help=_help(opt), show_default=False)
+        params.append(inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[cli_type(opt.type) | None, info]))
+    return inspect.Signature(params)
+
+
 def train_cmd(
-    config: Annotated[Path | None, typer.Option("--config", help="YAML config file.")] = None,
-    preset: Annotated[str | None, typer.Option(
-        "--preset", help="digits (default) | cifar | imagenet | cpu-fast")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model name.")] = None,
-    dataset: Annotated[str | None, typer.Option(
-        "--dataset", help="digits | cifar10 | cifar100 | imagefolder")] = None,
-    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Dataset folder.")] = None,
-    categories: Annotated[str | None, typer.Option(
-        "--categories", help="Category map: K (k-means), 'auto', or a JSON file.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    lr: Annotated[float | None, typer.Option("--lr")] = None,
-    target_rate: Annotated[float | None, typer.Option(
-        "--target-rate", help="r: target MACs ratio in (0, 1].")] = None,
-    sub_blocks: Annotated[int | None, typer.Option("--sub-blocks", help="N.")] = None,
-    prev_state: Annotated[bool | None, typer.Option(
-        "--prev-state/--no-prev-state", help="Controller previous-state input (ablation).")] = None,
-    category_loss: Annotated[bool | None, typer.Option(
-        "--category-loss/--no-category-loss", help="Category supervision (ablation).")] = None,
-    macs_scope: Annotated[str | None, typer.Option(
-        "--macs-scope", help="network (default) | dynamic: what f_total covers.")] = None,
-    path_balance: Annotated[float | None, typer.Option(
-        "--path-balance", help="Weight of the per-sub-block rate term (0: the paper's loss).")
-    ] = None,
-    dual_step: Annotated[float | None, typer.Option(
-        "--dual-step", help="Step of the MACs-ratio multiplier (0: the paper's loss).")] = None,
-    router_finetune_epochs: Annotated[int | None, typer.Option(
-        "--router-finetune-epochs",
-        help="DRNet: last epochs trained with hard, frozen routers (default 20 %).")] = None,
-    calibrate: Annotated[bool | None, typer.Option(
-        "--calibrate/--no-calibrate",
-        help="After training, shift the gate thresholds so the eval-mode ratio meets r "
-             "(every dynamic method; default on).")] = None,
-    calibration_samples: Annotated[int | None, typer.Option(
-        "--calibration-samples", help="Training images calibration measures on.")] = None,
-    width_mult: Annotated[float | None, typer.Option("--width-mult")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", help="DataLoader workers.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | auto")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads.")] = None,
-    max_train_samples: Annotated[int | None, typer.Option("--max-train-samples")] = None,
-    max_test_samples: Annotated[int | None, typer.Option("--max-test-samples")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    deterministic: Annotated[bool | None, typer.Option("--deterministic")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
-    progress: Annotated[bool | None, typer.Option(
-        "--progress/--no-progress", help="Progress bars (default: on a terminal).")] = None,
+    *, config: Path | None, preset: str | None, out: Path | None, resume: bool,
+    progress: bool | None, **values: Any,
 ) -> None:
     """Train a model to a compute target; writes config, metrics, TensorBoard and checkpoints."""
-    from ..config import resolve_config
-    from ..engine import Trainer, resume_config
+    from ..train.config import resolve_config
+    from ..train.engine import Trainer, resume_config
 
-    overrides: dict[str, Any] = {
-        "model": model, "dataset": dataset, "data_dir": data_dir, "categories": categories,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "target_rate": target_rate,
-        "sub_blocks": sub_blocks, "prev_state": prev_state, "category_supervision": category_loss,
-        "macs_scope": macs_scope, "path_balance": path_balance, "dual_step": dual_step,
-        "width_mult": width_mult, "calibrate_gates": calibrate,
-        "router_finetune_epochs": router_finetune_epochs,
-        "calibration_samples": calibration_samples,
-        "workers": workers, "device": device,
-        "threads": threads, "max_train_samples": max_train_samples,
-        "max_test_samples": max_test_samples, "seed": seed, "deterministic": deterministic,
-    }
+    overrides = {k: v for k, v in values.items() if v is not None and v != []}
     if resume:
         if out is None:
             fail("--resume needs --out pointing at the run to continue")
-        allowed = {"epochs", "data_dir", "workers", "device", "threads", "calibrate_gates",
-                   "calibration_samples"}
-        extra = sorted(k for k, v in overrides.items() if v is not None and k not in allowed)
+        extra = sorted(k for k in overrides if k not in RESUMABLE)
         if extra or config is not None or preset is not None:
-            fail(f"--resume takes the saved config; only {', '.join(sorted(allowed))} may change")
+            fail(f"--resume takes the saved config; only {', '.join(RESUMABLE)} may change")
         cfg = resume_config(out, overrides)
     else:
         if preset is None and config is None:
@@ -114,41 +111,11 @@ def train_cmd(
     )
 
 
-@app.command("eval")
-@friendly
-def eval_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint .json written by dmnn train.")],
-    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Dataset folder.")] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Base path of the per-sample outputs BASE.safetensors and BASE.json "
-        "(default: CHECKPOINT.eval, next to the checkpoint).")] = None,
-    device: Annotated[str, typer.Option("--device")] = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Top-1/5, per-sample MACs, execution rates; saves per-sample MACs, gates, predictions."""
-    from ..evaluate import load_for_eval, run_eval
+train_cmd.__signature__ = _signature()  # type: ignore[attr-defined]
+train_cmd.__annotations__ = {
+    p.name: p.annotation for p in train_cmd.__signature__.parameters.values()  # type: ignore
+}
 
-    meta, tensors = read_checkpoint(checkpoint)
-    model, data, cfg = load_for_eval(meta, tensors, data_dir, device, source=str(checkpoint))
-    summary, record = run_eval(model, data, cfg, device)
-    # suffixes are appended, never swapped: Path.with_suffix turned the default
-    # "calibrated.eval" into "calibrated.safetensors" and overwrote the checkpoint being read
-    base = out if out is not None else with_ext(checkpoint, ".eval")
-    per_sample, summary_path = with_ext(base, ".safetensors"), with_ext(base, ".json")
-    ours = {checkpoint.resolve(), (checkpoint.parent / meta["tensors"]).resolve()}
-    if per_sample.resolve() in ours or summary_path.resolve() in ours:
-        fail(f"--out {base} would overwrite the checkpoint {checkpoint}: pick another path")
-    atomic_save_tensors(per_sample, record.tensors())
-    summary["per_sample_file"] = str(per_sample)
-    atomic_write_json(summary_path, summary)
-    if as_json:
-        print_json(summary)
-        return
-    typer.echo(
-        f"top1 {summary['top1']:.4f}  top5 {summary['top5']:.4f}  MACs {summary['macs_mean']:.4g}"
-        f" ± {summary['macs_std']:.3g}  ratio {summary['macs_ratio']:.3f} "
-        f"(dynamic part {summary['macs_ratio_dynamic']:.3f})  params {summary['params']:,}"
-    )
-    for block, rates in summary["exec_rate_sub_block"].items():
-        typer.echo(f"  block {block:>3}: " + " ".join(f"{r:.2f}" for r in rates))
-    typer.echo(f"per-sample file: {summary['per_sample_file']}")
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(friendly(train_cmd))

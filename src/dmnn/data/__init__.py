@@ -27,7 +27,6 @@ from dmnn.data.datasets import (
     resolve_categories,
 )
 from dmnn.data.digits import load_digits_splits
-from dmnn.data.errors import DataError
 from dmnn.data.imagefolder import (
     EvalTransform,
     ImageFolderDataset,
@@ -43,6 +42,7 @@ from dmnn.data.loaders import (
     TensorBatchLoader,
     TorchBatchLoader,
 )
+from dmnn.errors import DataError
 
 __all__ = [
     "CIFAR10_CLASSES",

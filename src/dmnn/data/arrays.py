@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dmnn.data.errors import DataError
+from dmnn.errors import DataError
 
 
 @dataclass

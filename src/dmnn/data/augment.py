@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from dmnn.data.errors import DataError
+from dmnn.errors import DataError
 
 
 def crop_flip(

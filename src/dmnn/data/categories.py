@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dmnn.data.errors import DataError
+from dmnn.errors import DataError
 
 CIFAR10_CLASSES = (
     "airplane",

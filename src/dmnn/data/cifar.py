@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dmnn.data.arrays import ArraySplit
-from dmnn.data.errors import DataError
+from dmnn.errors import DataError
 
 CifarVariant = Literal["cifar10", "cifar100"]
 

@@ -35,7 +35,6 @@ from dmnn.data.categories import (
 )
 from dmnn.data.cifar import load_cifar
 from dmnn.data.digits import load_digits_splits
-from dmnn.data.errors import DataError
 from dmnn.data.imagefolder import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -46,6 +45,7 @@ from dmnn.data.imagefolder import (
     scan_imagefolder,
 )
 from dmnn.data.loaders import AugmentConfig, BatchLoader, TensorBatchLoader, TorchBatchLoader
+from dmnn.errors import DataError
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 

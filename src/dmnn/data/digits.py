@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from dmnn.data.arrays import ArraySplit
-from dmnn.data.errors import DataError
+from dmnn.errors import DataError
 
 DIGITS_CLASSES = [str(i) for i in range(10)]
 

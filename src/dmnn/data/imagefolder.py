@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from dmnn.data.augment import normalize
-from dmnn.data.errors import DataError
+from dmnn.errors import DataError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

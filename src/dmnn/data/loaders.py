@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Sampler
 from dmnn.data.arrays import ArraySplit
 from dmnn.data.augment import augment_batch, normalize
 from dmnn.data.categories import CategoryMap
-from dmnn.data.errors import DataError
 from dmnn.data.imagefolder import ImageFolderDataset
+from dmnn.errors import DataError
 
 
 class Batch(NamedTuple):

@@ -1,6 +1,3 @@
-"""Peer gating methods on the shared backbones, gate interface, MACs table and executor.
-
-Importing this package registers their models (``aig_*``, ``drnet_*``, ``lcnet_*``, ``twin_*``).
-"""
-
-from . import aig, drnet, lcnet, twin  # noqa: F401  (registration side effects)
+"""Gating methods: one file each (dmnn, aig, drnet, lcnet, twin, and static, the trivial case),
+behind the :class:`~dmnn.methods.base.Method` interface. Nothing registers on import: the
+registry adds the built-in methods on first use (:func:`dmnn.registry.builtin_methods`)."""

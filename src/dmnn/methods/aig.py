@@ -14,26 +14,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..gates import GateDecision, on_gates
-from ..losses import LossOutput, execution_rates
-from ..models.factory import register_method
-from ..models.options import MethodOptions
-from ..routing import Routing
+from ..checks import check_rate, option
+from ..network.gate import Gate, GateDecision
+from ..network.gumbel import on_gates
+from ..network.routing import Routing, execution_rates
+from .base import Loss, LossOutput, Method, MethodOptions
+
+if TYPE_CHECKING:
+    from ..data import DataBundle
+    from ..train.config import TrainConfig
 
 
-class AIGGate(nn.Module):
+class AIGGate(Gate):
     """The ConvNet-AIG gate of one block."""
+
+    calibratable = True
 
     def __init__(self, in_channels: int, hidden: int = 16, tau: float = 1.0,
                  gate_bias: float = 2.0) -> None:
         super().__init__()
         self.tau, self.hidden = tau, hidden
-        self.noise_scale = 1.0  # Gumbel noise multiplier in training (engine anneals it)
         self.fc1 = nn.Linear(in_channels, hidden)
         self.bn = nn.BatchNorm1d(hidden)
         self.fc2 = nn.Linear(hidden, 2)
@@ -48,7 +54,7 @@ class AIGGate(nn.Module):
 
     @torch.no_grad()
     def shift_on_logit(self, delta: float) -> None:
-        """Add ``delta`` to the on-logit bias (see :mod:`dmnn.gate_calibration`)."""
+        """Add ``delta`` to the on-logit bias (see :mod:`dmnn.train.calibration`)."""
         self.fc2.bias[1] += delta
 
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:
@@ -60,17 +66,11 @@ class AIGGate(nn.Module):
 class AIGOptions(MethodOptions):
     """Keyword arguments of every ``aig_*`` model."""
 
-    gate_hidden: int = 16
-    tau: float = 1.0
+    gate_hidden: int = option(16, min=1)
+    tau: float = option(1.0, min=0.0, lo_open=True)
     gate_bias: float = 2.0
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.gate_hidden, int) or self.gate_hidden < 1:
-            raise ValueError(f"gate_hidden must be an integer >= 1, got {self.gate_hidden!r}")
-        if self.tau <= 0:
-            raise ValueError(f"tau must be > 0, got {self.tau!r}")
-
-    def make_gate(self, index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
+    def make_gate(self, index: int, in_channels: int, num_sub_blocks: int, width: int) -> Gate:
         return AIGGate(in_channels, self.gate_hidden, self.tau, self.gate_bias)
 
 
@@ -79,12 +79,11 @@ def target_rate_loss(gates: Sequence[Tensor | None], target: float) -> Tensor:
     return ((target - execution_rates(gates)) ** 2).mean()
 
 
-class AIGLoss:
+class AIGLoss(Loss):
     """L = α_cls·CE + α_res·mean_l (t − z_l)²."""
 
     def __init__(self, target: float, alpha_res: float = 1.0, alpha_cls: float = 1.0) -> None:
-        if not 0.0 < target <= 1.0:
-            raise ValueError(f"target rate t must be in (0, 1], got {target}")
+        check_rate(target, "target rate t")
         self.target, self.alpha_res, self.alpha_cls = target, alpha_res, alpha_cls
 
     def __call__(
@@ -97,4 +96,24 @@ class AIGLoss:
         return LossOutput(total=total, parts=parts)
 
 
-register_method("aig", "aig", AIGOptions, "ConvNet-AIG variant (one gate per block)")
+class AIG(Method):
+    """``aig_*``: one gate per block, held at the target execution rate t = r."""
+
+    family = "aig"
+    prefix = "aig"
+    options = AIGOptions
+    doc = "ConvNet-AIG variant (one gate per block)"
+
+    def model_kwargs(self, cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
+        return {"tau": cfg.tau, "gate_bias": cfg.gate_bias}
+
+    def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
+        return AIGLoss(cfg.loss.target_rate, alpha_res=cfg.loss.alpha_res,
+                       alpha_cls=cfg.loss.alpha_cls)
+
+    def calibration_metric(self, cfg: TrainConfig) -> str:
+        """Its loss targets the execution rate, so calibration holds that at r."""
+        return "exec_rate"
+
+
+METHOD = AIG()

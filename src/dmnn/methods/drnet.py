@@ -19,7 +19,7 @@ shape changes mix with their (projection or zero-padding) shortcut instead of th
 §3.4 admits the gap between the convex training mix and the hard test routing and suggests
 fine-tuning "by freezing the weight of routers". We do that inside the shared schedule: the last
 ``router_finetune_epochs`` (default 20 % of the epochs) train with eqn 11's hard routing and frozen
-routers (:func:`dmnn.gates.set_hard_routing`). Without it a CIFAR-10 run tested at 26.6 % while
+routers (:func:`set_hard_routing`). Without it a CIFAR-10 run tested at 26.6 % while
 training at 78.6 % (epoch 6): its routers sit mostly undecided (0.1 < r < 0.9 for most images), so
 the BN statistics and the next blocks only ever saw mixtures.
 """
@@ -29,22 +29,30 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..gates import GateDecision
-from ..losses import LossOutput, macs_fraction
-from ..models.factory import register_method
-from ..models.options import MethodOptions
-from ..routing import Routing
+from ..checks import check_int, check_rate, option
+from ..execution.sparse import gather, run_rows
+from ..network.gate import Gate, GateDecision
+from ..network.routing import Routing
+from .base import EpochSetup, Loss, LossOutput, Method, MethodOptions
+
+if TYPE_CHECKING:
+    from ..network.block import GatedBlock
+    from ..network.dynamic_net import DynamicNet
+    from ..train.config import TrainConfig
 
 
-class DRNetRouter(nn.Module):
-    """GAP → linear → ReLU → linear → [execute, skip] logits; r by eqn 3."""
+class DRNetRouter(Gate):
+    """GAP → linear → ReLU → linear → [execute, skip] logits; r by eqn 3.
 
-    mixing = "convex"  # the block computes x_{i+1} = r·F(x_i) + (1 − r)·x_i
+    The block mixes by eqn 4, x_{i+1} = r·F(x_i) + (1 − r)·shortcut(x_i) (:meth:`execute`)."""
+
+    calibratable = True
 
     def __init__(self, in_channels: int, hidden: int = 16, beta: float = 10.0) -> None:
         super().__init__()
@@ -68,8 +76,28 @@ class DRNetRouter(nn.Module):
     def shift_on_logit(self, delta: float) -> None:
         """Add ``delta`` to the execute logit's bias: eqn 11's r ≥ 0.5 holds iff
         R_exec ≥ R_skip, so the block now runs iff R_exec + δ ≥ R_skip
-        (see :mod:`dmnn.gate_calibration`)."""
+        (see :mod:`dmnn.train.calibration`)."""
         self.fc2.bias[0] += delta
+
+    def execute(self, block: GatedBlock, x: Tensor, base: Tensor | None,
+                decision: GateDecision) -> Tensor:
+        """x_{l+1} = r·F(x) + (1 − r)·shortcut(x), F the whole block (eqn 4; one sub-block).
+
+        Sparse at eval (binary r): rows with r = 1 get F on just those rows, the others keep the
+        shortcut; F is never computed for a skipped row. Training under hard routing (the
+        fine-tuning) runs sparse as well, so F's BN statistics come from the rows it will serve
+        at test, not from rows it skips.
+        """
+        assert base is not None, "a gated block always has a shortcut"
+        path, gates = block.paths[0], decision.gates
+        if not block.runs_sparse(hard=not block.training or self.hard_routing):
+            full = block.post_act(base + path(x))
+            r = gates[:, :1].to(full.dtype).view(-1, *([1] * (full.dim() - 1)))
+            return r * full + (1 - r) * base
+        on = gates[:, 0] > 0.5
+        return run_rows(on, int(on.sum()), x.shape[0],
+                        lambda rows: block.post_act(gather(base, rows) + path(gather(x, rows))),
+                        base, replace=True)
 
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:
         return in_shape[0] * self.hidden + self.hidden * 2
@@ -79,16 +107,10 @@ class DRNetRouter(nn.Module):
 class DRNetOptions(MethodOptions):
     """Keyword arguments of every ``drnet_*`` model."""
 
-    router_hidden: int = 16
-    beta: float = 10.0
+    router_hidden: int = option(16, min=1)
+    beta: float = option(10.0, min=0.0, lo_open=True)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.router_hidden, int) or self.router_hidden < 1:
-            raise ValueError(f"router_hidden must be an integer >= 1, got {self.router_hidden!r}")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta!r}")
-
-    def make_gate(self, index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
+    def make_gate(self, index: int, in_channels: int, num_sub_blocks: int, width: int) -> Gate:
         return DRNetRouter(in_channels, self.router_hidden, self.beta)
 
 
@@ -133,7 +155,7 @@ def reg_loss(route: Tensor) -> Tensor:
     return (route - route.mean(dim=0, keepdim=True)).norm(dim=-1).mean()
 
 
-class DRNetLoss:
+class DRNetLoss(Loss):
     """Eqn 9 with an adaptive μ that holds the MACs ratio at the target r."""
 
     def __init__(
@@ -141,10 +163,8 @@ class DRNetLoss:
         mu: float = 0.05, gamma: float = 0.5, d_c: float = 0.2, d_d: float = 0.5,
         kappa: float = 0.05,
     ) -> None:
-        if not 0.0 < target <= 1.0:
-            raise ValueError(f"target rate r must be in (0, 1], got {target}")
-        if copies < 1:
-            raise ValueError(f"copies (M) must be >= 1, got {copies}")
+        check_rate(target)
+        check_int("copies (M)", copies, 1)
         self.target, self.copies = target, copies
         self.lam, self.alpha, self.mu, self.gamma = lam, alpha, mu, gamma
         self.d_c, self.d_d, self.kappa = d_c, d_d, kappa
@@ -168,7 +188,7 @@ class DRNetLoss:
         total = (cls + self.lam * l_con + self.alpha * l_div + self.mu * l_cost
                  + self.gamma * l_reg)
         if l_cost.requires_grad:  # frozen hard routes: the cost is fixed, μ has nothing to steer
-            ratio = macs_fraction(routing).item()
+            ratio = routing.macs_fraction().item()
             self.mu *= math.exp(self.kappa * (ratio - self.target))  # adaptive cost weight
         parts = {"cls": cls.detach(), "consistency": l_con.detach(), "diversity": l_div.detach(),
                  "cost": l_cost.detach(), "reg": l_reg.detach(), "total": total.detach(),
@@ -176,4 +196,62 @@ class DRNetLoss:
         return LossOutput(total=total, parts=parts)
 
 
-register_method("drnet", "drnet", DRNetOptions, "DRNet variant (one router per block)")
+def set_hard_routing(model: nn.Module, hard: bool) -> int:
+    """Make the routers decide as at test time (eqn 11) in training too, and freeze them.
+
+    Why: a router trained by a convex mix tests with a hard threshold; fine-tuning the network
+    under the hard decisions closes that gap (§3.4). Returns how many routers it set.
+    """
+    routers = [m for m in model.modules() if isinstance(m, DRNetRouter)]
+    for router in routers:
+        router.hard_routing = hard
+        router.requires_grad_(not hard)
+    return len(routers)
+
+
+class DRNet(Method):
+    """``drnet_*``: one router per block, M augmented copies, router-frozen fine-tuning."""
+
+    family = "drnet"
+    prefix = "drnet"
+    options = DRNetOptions
+    owns = ("router_finetune_epochs",)
+    doc = "DRNet variant (one router per block)"
+
+    def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
+        return DRNetLoss(cfg.loss.target_rate, copies=cfg.copies)
+
+    def train_copies(self, cfg: TrainConfig) -> int:
+        """Eqns 5–6 compare the M augmented copies of every sample within a batch."""
+        return cfg.copies
+
+    def calibration_metric(self, cfg: TrainConfig) -> str:
+        """μ adapts to the network MACs fraction, so calibration holds that at r."""
+        return "macs_ratio"
+
+    @staticmethod
+    def router_finetune(cfg: TrainConfig) -> int:
+        """Epochs at the end of the schedule trained with hard, frozen routers (§3.4): the
+        configured number, else 20 % of the epochs (at least 1; none for a one-epoch run)."""
+        if cfg.router_finetune_epochs is not None:
+            return cfg.router_finetune_epochs
+        return 0 if cfg.epochs < 2 else max(1, round(0.2 * cfg.epochs))
+
+    def check_config(self, cfg: TrainConfig) -> None:
+        n = cfg.router_finetune_epochs
+        if n is not None and not 0 <= n < cfg.epochs:
+            raise ValueError(f"router_finetune_epochs must be an integer in [0, epochs), got "
+                             f"{n!r} with {cfg.epochs} epochs")
+
+    def epoch_setup(self, model: DynamicNet, cfg: TrainConfig, epoch: int) -> EpochSetup:
+        """The last epochs fine-tune under the hard test routing with the routers frozen (μ
+        holds still then: the cost of fixed routes has no gradient)."""
+        finetune = self.router_finetune(cfg)
+        if not finetune:
+            return EpochSetup()
+        hard = epoch >= cfg.epochs - finetune
+        set_hard_routing(model, hard)
+        return EpochSetup(record={"routers_frozen": int(hard)})
+
+
+METHOD = DRNet()

@@ -24,17 +24,22 @@ Only ResNet backbones: their first conv is a plain (ungrouped) conv.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..gates import GateDecision
-from ..losses import LossOutput, macs_fraction
-from ..macs import walk
-from ..models.factory import register_method
-from ..models.options import MethodOptions
-from ..routing import Routing
+from ..checks import check_int, check_number, check_rate, option
+from ..execution.sparse import gather, run_rows
+from ..network.gate import Gate, GateDecision
+from ..network.macs import walk
+from ..network.routing import Routing
+from .base import Loss, LossOutput, Method, MethodOptions
+
+if TYPE_CHECKING:
+    from ..network.block import GatedBlock
+    from ..train.config import TrainConfig
 
 
 def relu1(x: Tensor) -> Tensor:
@@ -86,10 +91,11 @@ def path_sliced(path: nn.Sequential, x: Tensor, channel: Tensor, active: Tensor)
     return path[4:](h)
 
 
-class LCGate(nn.Module):
+class LCGate(Gate):
     """Shared GAP → L-Net FC(C → 1) and C-Net FC(C → C1), ReLU-1 (leaky in training)."""
 
-    OPTIONAL_STATE = ("threshold",)  # see dmnn.checkpoint.load_weights
+    calibratable = True
+    optional_state = ("threshold",)  # see dmnn.train.checkpoint.load_weights
 
     def __init__(self, in_channels: int, channels: int, leak: float = 0.01,
                  init: float = 1.0) -> None:
@@ -122,7 +128,7 @@ class LCGate(nn.Module):
 
     @torch.no_grad()
     def shift_on_logit(self, delta: float) -> None:
-        """Gate calibration's knob (:mod:`dmnn.gate_calibration`): δ < 0 prunes, at eval, the
+        """Gate calibration's knob (:mod:`dmnn.train.calibration`): δ < 0 prunes, at eval, the
         saliences at or below the threshold max(0, −Σδ). LC-Net has no on-logit, and shifting
         the salience pre-activations instead wrecked the trained CIFAR-10 net (mean channel
         salience 0.045: δ = −0.045 zeroed most channels, 87 % → 10 % top-1); a threshold only
@@ -146,41 +152,34 @@ class LCGate(nn.Module):
         second, _ = walk(path[3], shape)
         return (first + second) // self.channels
 
-    def execute(self, block, x: Tensor, base: Tensor, decision: GateDecision) -> Tensor:
+    def execute(self, block: GatedBlock, x: Tensor, base: Tensor | None,
+                decision: GateDecision) -> Tensor:
         """X_l = act(shortcut(x) + S_L·F(x; S_C)), sparse at eval (see the module docstring)."""
+        assert base is not None, "a gated block always has a shortcut"
         path = block.paths[0]
         s_block = decision.gates[:, 0]
         channel = decision.extras["channel"]
-        sparse = block.execution == "sparse" or (block.execution == "auto" and not block.training)
-        if not sparse:
+        if not block.runs_sparse():
             y = path_forward(path, x, channel) * s_block.view(-1, 1, 1, 1)
             return block.post_act(base + y)
+
+        def run(rows: Tensor | None) -> Tensor:
+            cs = gather(channel, rows)
+            active = (cs > 0).any(dim=0).nonzero().squeeze(1)
+            y = path_sliced(path, gather(x, rows), cs, active)
+            return y * gather(s_block, rows).view(-1, 1, 1, 1)
+
         on = s_block > 0
-        count = int(on.sum())
-        if count == 0:
-            return block.post_act(base)
-        rows = None if count == x.shape[0] else on.nonzero().squeeze(1)
-        xs = x if rows is None else x.index_select(0, rows)
-        cs = channel if rows is None else channel.index_select(0, rows)
-        sb = s_block if rows is None else s_block.index_select(0, rows)
-        active = (cs > 0).any(dim=0).nonzero().squeeze(1)
-        y = path_sliced(path, xs, cs, active) * sb.view(-1, 1, 1, 1)
-        if rows is None:
-            return block.post_act(base + y)
-        return block.post_act(base.clone().index_add_(0, rows, y))
+        return block.post_act(run_rows(on, int(on.sum()), x.shape[0], run, base))
 
 
 @dataclass(frozen=True)
 class LCOptions(MethodOptions):
     """Keyword arguments of every ``lcnet_*`` model."""
 
-    leak: float = 0.01
+    leak: float = option(0.01, min=0.0, max=1.0, hi_open=True)
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.leak < 1.0:
-            raise ValueError(f"leak must be in [0, 1), got {self.leak!r}")
-
-    def make_gate(self, index: int, in_channels: int, num_paths: int, width: int) -> nn.Module:
+    def make_gate(self, index: int, in_channels: int, num_sub_blocks: int, width: int) -> Gate:
         return LCGate(in_channels, width, self.leak)
 
 
@@ -197,12 +196,11 @@ def dual_step_for(total_steps: int) -> float:
     """The dual-ascent step η for a run of ``total_steps``, so λ can travel as far in a short run
     as in a long one (a fixed η = 2e-4 left the digits preset, 330 steps, at ratio 0.78 for
     r = 0.5)."""
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    check_int("total_steps", total_steps, 1)
     return LAMBDA_TRAVEL / total_steps
 
 
-class LCLoss:
+class LCLoss(Loss):
     """CE + λ_L·L1(S_L) + λ_C·L1(S_C), both λ moved by dual ascent toward the target MACs ratio.
 
     Why dual ascent, not the earlier multiplicative rule λ ×= exp(κ·(f/f_total − r)): on
@@ -215,10 +213,8 @@ class LCLoss:
 
     def __init__(self, target: float, lam_block: float = 0.01, lam_channel: float = 0.01,
                  step: float = 2e-4) -> None:
-        if not 0.0 < target <= 1.0:
-            raise ValueError(f"target rate r must be in (0, 1], got {target}")
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
+        check_rate(target)
+        check_number("step", step, 0.0)
         self.target, self.lam_block, self.lam_channel, self.step = (
             target, lam_block, lam_channel, step)
 
@@ -246,7 +242,7 @@ class LCLoss:
         l1_channel = self.penalty(channels, self.lam_channel)
         total = cls + self.lam_block * l1_block + self.lam_channel * l1_channel
         if logits.requires_grad:  # a training step (not an evaluation pass)
-            gap = macs_fraction(routing).item() - self.target
+            gap = routing.macs_fraction().item() - self.target
             self.lam_block += self.step * gap
             self.lam_channel += self.step * gap
         parts = {"cls": cls.detach(), "l1_block": l1_block.detach(),
@@ -255,5 +251,24 @@ class LCLoss:
         return LossOutput(total=total, parts=parts)
 
 
-register_method("lcnet", "lcnet", LCOptions, "LC-Net variant (block and channel saliences)",
-                backbones=lambda name: name.startswith("resnet"))
+class LCNet(Method):
+    """``lcnet_*``: block and channel saliences on the ResNet backbones."""
+
+    family = "lcnet"
+    prefix = "lcnet"
+    options = LCOptions
+    doc = "LC-Net variant (block and channel saliences)"
+
+    def applies_to(self, backbone: str) -> bool:
+        """Only ResNets: their first conv of a block is a plain (ungrouped) conv."""
+        return backbone.startswith("resnet")
+
+    def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
+        return LCLoss(cfg.loss.target_rate, step=dual_step_for(total_steps))
+
+    def calibration_metric(self, cfg: TrainConfig) -> str:
+        """λ adapts to the network MACs fraction, so calibration holds that at r."""
+        return "macs_ratio"
+
+
+METHOD = LCNet()

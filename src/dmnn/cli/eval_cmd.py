@@ -1,0 +1,53 @@
+"""``dmnn eval``: re-evaluate a checkpoint; per-sample MACs, gates and predictions to a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..train.checkpoint import atomic_save_tensors, atomic_write_json, read_checkpoint, with_ext
+from .app import fail, friendly, print_json
+
+
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint .json written by dmnn train.")],
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Dataset folder.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Base path of the per-sample outputs BASE.safetensors and BASE.json "
+        "(default: CHECKPOINT.eval, next to the checkpoint).")] = None,
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Top-1/5, per-sample MACs, execution rates; saves per-sample MACs, gates, predictions."""
+    from ..evaluation.restore import load_for_eval, run_eval
+
+    meta, tensors = read_checkpoint(checkpoint)
+    model, data, cfg = load_for_eval(meta, tensors, data_dir, device, source=str(checkpoint))
+    summary, record = run_eval(model, data, cfg, device)
+    # suffixes are appended, never swapped: Path.with_suffix turned the default
+    # "calibrated.eval" into "calibrated.safetensors" and overwrote the checkpoint being read
+    base = out if out is not None else with_ext(checkpoint, ".eval")
+    per_sample, summary_path = with_ext(base, ".safetensors"), with_ext(base, ".json")
+    ours = {checkpoint.resolve(), (checkpoint.parent / meta["tensors"]).resolve()}
+    if per_sample.resolve() in ours or summary_path.resolve() in ours:
+        fail(f"--out {base} would overwrite the checkpoint {checkpoint}: pick another path")
+    atomic_save_tensors(per_sample, record.tensors())
+    summary["per_sample_file"] = str(per_sample)
+    atomic_write_json(summary_path, summary)
+    if as_json:
+        print_json(summary)
+        return
+    typer.echo(
+        f"top1 {summary['top1']:.4f}  top5 {summary['top5']:.4f}  MACs {summary['macs_mean']:.4g}"
+        f" ± {summary['macs_std']:.3g}  ratio {summary['macs_ratio']:.3f} "
+        f"(dynamic part {summary['macs_ratio_dynamic']:.3f})  params {summary['params']:,}"
+    )
+    for block, rates in summary["exec_rate_sub_block"].items():
+        typer.echo(f"  block {block:>3}: " + " ".join(f"{r:.2f}" for r in rates))
+    typer.echo(f"per-sample file: {summary['per_sample_file']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(friendly(eval_cmd))

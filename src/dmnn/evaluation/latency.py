@@ -1,0 +1,183 @@
+"""Latency benchmark with forced gates: static backbone vs masked dense vs sparse, in one process.
+
+Every variant is timed in the same loop (warm-up, then repeats interleaved and rotated so drift
+Every variant is timed in the same loop (warm-up, then repeats interleaved and rotated so drift
+random gate pattern at rate r with seed i and both the masked and the sparse executors run that
+same pattern, so their MACs and outputs are comparable.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+
+from ..checks import check_int, check_number
+from ..execution.forcing import force_gates
+from ..network.block import blocks_patched
+from ..network.dynamic_net import DynamicNet
+from ..registry import backbone_of, create_model, method_of
+
+
+def without_controllers(model: DynamicNet) -> AbstractContextManager[None]:
+    """The same module objects with every gate removed: the static twin, sharing the weights
+    (so an A/B timing compares controllers, not two copies of the weights in memory)."""
+    return blocks_patched(model.blocks, "gate", None)
+
+
+def static_twin(model: DynamicNet) -> DynamicNet:
+    """The same network with its controllers removed and every sub-block always on."""
+    twin = copy.deepcopy(model)
+    for block in twin.blocks:
+        block.gate = None
+        block.gate_override = None
+    return twin
+
+
+def decide_all_on(model: DynamicNet) -> bool:
+    """Make every gate decide 'on' by itself where its method can (DMNN: W3 = 0, on-bias >
+    off-bias; :meth:`dmnn.Gate.decide_all_on`).
+
+    The all-on variants then run the real gates with no forcing machinery, so the gate overhead
+    they show is what a deployed all-on model pays. Returns False when the gates cannot (a
+    model's gates are of one method, so then none changed); all-on variants are forced instead.
+    """
+    gates = [b.gate for b in model.gated_blocks]
+    return bool(gates) and all([g.decide_all_on() for g in gates])
+
+
+def check_bench_args(model: str, rate: float, batch: int, input_size: int | None) -> None:
+    if not method_of(model).gated:
+        raise ValueError(f"bench needs a gated model (e.g. dmnn_{backbone_of(model)}), "
+                         f"got static {model!r}")
+    check_number("rate", rate, 0.0, 1.0)
+    check_int("batch", batch, 1)
+    if input_size is not None:
+        check_int("input_size", input_size, 1)
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e3
+
+
+def static_backbone_for(name: str, model_kwargs: dict[str, Any] | None = None) -> DynamicNet:
+    """The static backbone of a gated model, built with the kwargs that apply to it."""
+    keep = ("num_classes", "in_chans", "width_mult")
+    kwargs = {k: v for k, v in (model_kwargs or {}).items() if k in keep}
+    return create_model(backbone_of(name), **kwargs)
+
+
+def timed_round(
+    variants: dict[str, Callable[[], torch.Tensor]], i: int,
+    times: dict[str, list[float]] | None,
+) -> dict[str, torch.Tensor]:
+    """Run every variant once, in an order rotated by round ``i`` (no variant always first or
+    last); append each one's seconds to ``times`` unless it is None (warm-up). Returns outputs."""
+    order = list(variants)
+    order = order[i % len(order):] + order[: i % len(order)]
+    outs = {}
+    for name in order:
+        start = time.perf_counter()
+        outs[name] = variants[name]()
+        elapsed = time.perf_counter() - start
+        if times is not None:
+            times[name].append(elapsed)
+    return outs
+
+
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over repeats of num_i / den_i. Both ran back to back in repeat i, so a slow phase
+    of a shared, noisy machine cancels in each ratio instead of skewing one variant's median."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def bench(
+    model: str,
+    *,
+    rate: float = 0.5,
+    batch: int = 1,
+    input_size: int | None = None,
+    threads: int | None = None,
+    repeats: int = 20,
+    warmup: int = 3,
+    seed: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Time static / twin / all-on / masked / sparse forwards; return latencies and ratios."""
+    check_bench_args(model, rate, batch, input_size)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dmnn = create_model(model, **(model_kwargs or {})).eval()
+    static = static_backbone_for(model, model_kwargs).eval()
+    natural = decide_all_on(dmnn)  # rate-r variants force their gates; all-on ones decide
+    all_on = None if natural else "on"
+    size = input_size or dmnn.default_input_size
+    table = dmnn.macs_table(size)
+    x = torch.randn(batch, dmnn.in_chans, size, size, generator=torch.Generator().manual_seed(seed))
+
+    def twin() -> torch.Tensor:
+        with without_controllers(dmnn):
+            return dmnn(x)
+
+    def gated(mode: str, spec, s: int) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            dmnn.set_execution(mode)
+            if spec is None:
+                return dmnn(x)
+            with force_gates(dmnn, spec, seed=s):
+                return dmnn(x)
+        return run
+
+    times: dict[str, list[float]] = {k: [] for k in
+                                     ("static", "twin", "all_on_masked", "all_on_sparse",
+                                      "masked", "sparse")}
+    macs: list[float] = []
+    max_diff = 0.0
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            s = seed + i
+            variants = {
+                "static": lambda: static(x), "twin": twin,
+                "all_on_masked": gated("dense", all_on, s),
+                "all_on_sparse": gated("sparse", all_on, s),
+                "masked": gated("dense", rate, s), "sparse": gated("sparse", rate, s),
+            }
+            outs = timed_round(variants, i, times if i >= warmup else None)
+            max_diff = max(max_diff, (outs["masked"] - outs["sparse"]).abs().max().item())
+            if i >= warmup:
+                with force_gates(dmnn, rate, seed=s):
+                    dmnn.set_execution("sparse")
+                    _, routing = dmnn(x, return_routing=True)
+                macs.append(routing.macs.mean().item())
+            if progress is not None:
+                progress(i + 1, warmup + repeats)
+    dmnn.set_execution("auto")
+    if natural:
+        with torch.inference_mode():
+            _, routing = dmnn(x, return_routing=True)
+        if not all(bool(g.all()) for g in routing.gates if g is not None):
+            raise RuntimeError("all-on variant did not run every sub-block")
+    ms = {k: median_ms(v) for k, v in times.items()}
+    macs_ratio = statistics.fmean(macs) / table.full
+    latency_ratio = paired_ratio(times["sparse"], times["all_on_masked"])
+    return {
+        "model": model, "batch": batch, "input_size": size, "rate": rate,
+        "threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup,
+        "macs_full": table.full, "macs_static_backbone": static.macs_table(size).full,
+        "macs_sparse_mean": statistics.fmean(macs),
+        "macs_ratio": macs_ratio,
+        "latency_ms": ms,
+        "latency_ratio": latency_ratio,
+        "latency_ratio_vs_static": paired_ratio(times["sparse"], times["static"]),
+        "latency_ratio_masked": paired_ratio(times["masked"], times["all_on_masked"]),
+        "latency_over_macs": latency_ratio / macs_ratio,
+        "controller_overhead": paired_ratio(times["all_on_sparse"], times["twin"]) - 1.0,
+        "controller_overhead_unpaired": ms["all_on_sparse"] / ms["twin"] - 1.0,
+        "max_abs_diff_sparse_vs_masked": max_diff,
+    }

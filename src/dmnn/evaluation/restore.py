@@ -1,0 +1,54 @@
+"""Restoring a run for evaluation: the model and the data of a checkpoint, then one pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ..data import DataBundle, load_dataset
+from ..errors import CheckpointError
+from ..network.dynamic_net import DynamicNet
+from ..registry import create_model
+from ..train.checkpoint import load_weights
+from ..train.config import TrainConfig
+from ..train.device import pick_device
+from .metrics import EvalRecord, collect, summarize_record
+
+
+def load_for_eval(
+    meta: dict[str, Any], tensors: dict[str, Tensor], data_dir: str | None, device: str,
+    source: str = "",
+) -> tuple[DynamicNet, DataBundle, TrainConfig]:
+    """Rebuild the model and the data of a checkpoint (``data_dir`` may move the data)."""
+    try:
+        cfg = TrainConfig.from_dict(meta["extra"]["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{source} has no usable training config ({err})") from None
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    dev = pick_device(device)
+    data = load_dataset(
+        cfg.dataset, cfg.data_dir, categories=cfg.categories, batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size, num_workers=cfg.workers, seed=cfg.seed,
+        max_test_samples=cfg.max_test_samples,
+    )
+    model = create_model(meta["model"], **meta["model_kwargs"])
+    if (model.num_classes, model.in_chans) != (data.num_classes, data.in_chans):
+        raise CheckpointError(
+            f"{source} expects {model.num_classes} classes × {model.in_chans} channels, the data "
+            f"has {data.num_classes} × {data.in_chans}: wrong --data-dir?"
+        )
+    load_weights(model, tensors, source)
+    return model.to(dev), data, cfg
+
+
+def run_eval(
+    model: DynamicNet, data: DataBundle, cfg: TrainConfig, device: str
+) -> tuple[dict[str, Any], EvalRecord]:
+    """One evaluation pass over the test split: the summary (with the run's identity) and the
+    per-sample record."""
+    record = collect(model, data.test, pick_device(device))
+    summary = summarize_record(record, model, data.input_size, data.category_map.names)
+    summary.update(model=cfg.model, dataset=cfg.dataset, target_rate=cfg.target_rate)
+    return summary, record

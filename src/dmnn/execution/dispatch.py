@@ -1,0 +1,61 @@
+"""How a block's sub-blocks are run given its gates: the execution modes and their dispatch.
+
+* ``dense``: every sub-block runs on the whole batch and is multiplied by its gate (eqn 4
+  literally). Training needs it: the straight-through gradient of s_{l,n} is F_{l,n}(X), even
+  where s = 0.
+* ``sparse`` (:mod:`dmnn.execution.sparse`): an off sub-block is never run; a sub-block that
+  every row needs runs dense, one that no row needs is skipped, otherwise its rows are gathered,
+  run, and scatter-added into the output. ``auto`` picks it exactly at eval.
+* ``grouped`` (:mod:`dmnn.execution.grouped`): dense, with the N sub-blocks fused into one stack
+  of ops built from the per-sub-block parameters: same result and gradients, far fewer small
+  convolutions. ``auto`` uses it in training where the structure allows it, else dense.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from torch import Tensor, nn
+
+from ..checks import check_choice
+from .grouped import try_run_grouped
+from .sparse import run_sparse
+
+ExecutionMode = Literal["auto", "dense", "sparse", "grouped"]
+EXECUTION_MODES: tuple[str, ...] = ("auto", "dense", "sparse", "grouped")
+
+
+def check_mode(mode: str) -> None:
+    check_choice("execution mode", mode, EXECUTION_MODES)
+
+
+def run_dense(
+    paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None
+) -> Tensor:
+    """base + Σ_n s_n·F_n(x) with every F_n computed (eqn 4)."""
+    out = base
+    for n, path in enumerate(paths):
+        y = path(x)
+        if gates is not None:
+            y = y * gates[:, n].to(y.dtype).view(-1, *([1] * (y.dim() - 1)))
+        out = y if out is None else out + y
+    assert out is not None
+    return out
+
+
+def run_paths(
+    paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None, mode: str,
+    training: bool, dense_above: Sequence[float] | None = None,
+) -> Tensor:
+    """Dispatch (``auto``: grouped, else dense, in training; sparse exactly when not training)."""
+    if gates is None:
+        return run_dense(paths, x, None, base)
+    sparse = mode == "sparse" or (mode == "auto" and not training)
+    if sparse:
+        return run_sparse(paths, x, gates, base, dense_above)
+    if mode == "grouped" or mode == "auto":
+        out = try_run_grouped(paths, x, gates, base)
+        if out is not None:
+            return out
+    return run_dense(paths, x, gates, base)

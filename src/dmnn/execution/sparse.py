@@ -1,0 +1,81 @@
+"""Sparse execution: an off sub-block is never run, and rows a sub-block does not serve are never
+computed.
+
+:func:`run_rows` is the one gather → run → scatter step; every sparse path uses it: the
+sub-blocks of a block here, DRNet's whole-block convex mix and LC-Net's sliced block. Valid only
+with hard 0/1 decisions and BatchNorm in eval mode (per-row results must not depend on the rest of
+the batch), which is why ``auto`` picks sparse execution only at eval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+
+
+def gather(t: Tensor, rows: Tensor | None) -> Tensor:
+    """The rows of ``t`` (all of them for ``rows=None``)."""
+    return t if rows is None else t.index_select(0, rows)
+
+
+def run_rows(
+    on: Tensor | None, count: int, batch: int, run: Callable[[Tensor | None], Tensor],
+    out: Tensor | None, *, replace: bool = False, owned: bool = False,
+) -> Tensor | None:
+    """``out`` with ``run(rows)`` added (``replace``: written) at the rows where ``on`` holds.
+
+    ``count`` is the number of on rows out of ``batch`` (the caller knows it without another
+    sync; ``on`` may be None when count is 0 or ``batch``). ``run`` gets the row indices, or None
+    when every row is on, and gathers what it needs with :func:`gather`. No row on: ``out``
+    unchanged (possibly None). ``out`` is never written in place unless ``owned`` (it may be the
+    caller's tensor, e.g. an identity shortcut's input).
+    """
+    if count == 0:
+        return out
+    if count == batch:
+        y = run(None)
+        return y if out is None or replace else out + y
+    assert on is not None, "a partial row count needs the row mask"
+    rows = on.nonzero().squeeze(1)
+    y = run(rows)
+    if out is None:
+        out = y.new_zeros((batch, *y.shape[1:]))
+    elif not owned:
+        out = out.clone()
+    return out.index_copy_(0, rows, y) if replace else out.index_add_(0, rows, y)
+
+
+def run_sparse(
+    paths: Sequence[nn.Module], x: Tensor, gates: Tensor, base: Tensor | None,
+    dense_above: Sequence[float] | None = None,
+) -> Tensor:
+    """base + Σ_n F_n(x[rows where s_n = 1]) scattered back; off rows and sub-blocks never run.
+
+    ``dense_above[n]``: the fraction of rows from which sub-block n runs on the whole batch and
+    is masked instead of gathered (set by :func:`dmnn.execution.autotune.autotune_sparse` where
+    that measured faster). The default, None, never computes an off row.
+    """
+    batch = x.shape[0]
+    on: Tensor | None = None
+    if batch == 1:  # one sync, no tensor ops: batch-1 latency is per-op overhead
+        counts = [int(g > 0.5) for g in gates[0].tolist()]
+    else:
+        on = gates > 0.5
+        counts = on.sum(dim=0).tolist()
+    out = base
+    owned = False  # whether ``out`` may be written in place (never the caller's tensor)
+    for n, path in enumerate(paths):
+        count = counts[n]
+        if count == 0:
+            continue
+        if on is not None and dense_above is not None and batch > count >= dense_above[n] * batch:
+            y = path(x) * on[:, n].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+            out = y if out is None else out + y
+        else:
+            out = run_rows(None if on is None else on[:, n], count, batch,
+                           lambda rows, p=path: p(gather(x, rows)), out, owned=owned)
+        owned = True
+    if out is None:
+        raise RuntimeError("every sub-block is off and the block has no shortcut: no output")
+    return out

@@ -1,0 +1,228 @@
+"""Training configuration: dataclass defaults < preset < YAML file < command-line overrides.
+
+Every option is declared once, as a field with :func:`dmnn.checks.option` metadata (type, default,
+help, range): validation, ``dmnn train``'s flags and the ``--resume`` rules are all generated from
+these declarations. The loss settings are nested (``cfg.loss``, a
+:class:`~dmnn.methods.base.LossConfig`) but spelled flat in YAML files, on the command line and in
+``config.yaml``, so files written before the nesting still load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..checks import check_fields, field_types, option
+from ..methods.base import LossConfig, Method
+from ..registry import list_methods, list_models, method_of
+
+SCHEDULES = ("cosine", "multistep")
+ALIASES = {"sub_blocks": "num_sub_blocks"}
+"""Older spellings accepted in YAML files and saved configs."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as ``config.yaml`` in the output folder."""
+
+    # model and gates
+    model: str = option("dmnn_resnet20", help="Model name (see `dmnn models`).")
+    num_sub_blocks: int = option(2, min=1, flag="--sub-blocks",
+                                 help="N: sub-blocks per block (dmnn_*, twin_*).")
+    hidden_dim: int = option(32, min=1, help="DMNN: controller hidden width d.")
+    prev_state: bool = option(True, help="DMNN: controller previous-state input (ablation).")
+    tau: float = option(1.0, min=0.0, lo_open=True, help="Gumbel temperature (dmnn_*, aig_*).")
+    gate_bias: float = option(2.0, help="Initial on-minus-off logit of every gate "
+                                        "(dmnn_*, aig_*; positive: start mostly on).")
+    noise_anneal_from: float = option(0.5, min=0.0, max=1.0, help=(
+        "Fraction of training after which the Gumbel noise decays."))
+    noise_final: float = option(0.0, min=0.0, max=1.0, help=(
+        "Gumbel noise scale at the last epoch (1.0 with --noise-anneal-from 1: the paper)."))
+    gate_warmup_epochs: int = option(0, min=0, help=(
+        "DMNN: first epochs with every sub-block on (no gating)."))
+    router_finetune_epochs: int | None = option(None, min=0, help=(
+        "DRNet: last epochs trained with hard, frozen routers (default 20 %)."))
+    calibrate_gates: bool = option(True, flag="--calibrate/--no-calibrate", resume=True, help=(
+        "After training, shift the gate thresholds so the eval-mode ratio meets r "
+        "(every dynamic method; default on)."))
+    calibration_samples: int = option(5000, min=1, resume=True, help=(
+        "Training images (unaugmented) gate calibration measures on."))
+    width_mult: float | None = option(None, min=0.0, lo_open=True, help=(
+        "Width multiplier (resnet50_cifar, mobilenetv2 backbones)."))
+    # data
+    dataset: str = option("digits", help="digits | cifar10 | cifar100 | imagefolder")
+    data_dir: str | None = option(None, resume=True, help="Dataset folder.")
+    categories: str | int | None = option(None, help=(
+        "Category map: K (k-means), 'auto', or a JSON file."))
+    workers: int = option(0, min=0, resume=True, help="DataLoader workers.")
+    copies: int = option(2, min=1, help="DRNet: augmented copies of every training sample (M).")
+    max_train_samples: int | None = option(None, min=1, help="Use only this many training images.")
+    max_test_samples: int | None = option(None, min=1, help="Use only this many test images.")
+    # optimisation (§4.1)
+    epochs: int = option(15, min=1, resume=True, help="Training epochs.")
+    batch_size: int = option(64, min=1, help="Training batch size.")
+    eval_batch_size: int = option(512, min=1, help="Evaluation batch size.")
+    lr: float = option(0.05, min=0.0, lo_open=True, help="Peak learning rate (SGD).")
+    momentum: float = option(0.9, min=0.0, help="SGD momentum.")
+    nesterov: bool = option(True, help="Nesterov momentum.")
+    weight_decay: float = option(1e-4, min=0.0, help="Weight decay.")
+    schedule: str = option("cosine", choices=SCHEDULES, help="cosine | multistep")
+    milestones: list[int] = option(default_factory=list, help=(
+        "multistep: epochs where the learning rate drops (repeat the flag)."))
+    gamma: float = option(0.1, min=0.0, help="multistep: learning-rate factor at each milestone.")
+    warmup_epochs: int = option(0, min=0, help="Epochs of linear learning-rate warm-up.")
+    # losses (eqn 16)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    # run
+    seed: int = option(0, help="Random seed.")
+    device: str = option("cpu", resume=True, help="cpu | cuda | auto")
+    threads: int | None = option(None, min=1, resume=True, help="CPU threads.")
+    deterministic: bool = option(False, help="torch deterministic algorithms.")
+    preset: str | None = option(None, cli=False)
+
+    @property
+    def target_rate(self) -> float:
+        """r, the run's compute target (``loss.target_rate``)."""
+        return self.loss.target_rate
+
+    @property
+    def method(self) -> Method:
+        return method_of(self.model)
+
+    def validate(self) -> None:
+        """Types and ranges of every field, then the rules between fields and the method's own."""
+        check_fields(self)
+        if self.model not in list_models():
+            raise ValueError(f"unknown model {self.model!r}: see `dmnn models`")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ValueError("schedule 'multistep' needs milestones (epochs where lr drops)")
+        method = self.method
+        for other in list_methods():
+            for name in other.owns if other is not method else ():
+                if getattr(self, name):
+                    raise ValueError(f"{name} applies to {other.prefix}_* models only")
+        method.check_config(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat, as in ``config.yaml`` and checkpoints (the loss fields beside the others)."""
+        flat = dataclasses.asdict(self)
+        flat.update(flat.pop("loss"))
+        return flat
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """From flat (or ``loss:``-nested) options; unknown names raise ValueError."""
+        values = normalize(values)
+        nested = values.pop("loss", None) or {}
+        if not isinstance(nested, Mapping):
+            raise ValueError("config option 'loss' must be a mapping of loss options")
+        loss_names = {f.name for f in dataclasses.fields(LossConfig)}
+        own = {f.name for f in dataclasses.fields(cls)} - {"loss"}
+        unknown = sorted(set(values) - own - loss_names) + sorted(set(nested) - loss_names)
+        if unknown:
+            raise ValueError(f"unknown config option {unknown[0]!r}: see `dmnn train --help`")
+        loss = {**normalize(nested), **{k: v for k, v in values.items() if k in loss_names}}
+        return cls(**{k: v for k, v in values.items() if k in own}, loss=LossConfig(**loss))
+
+
+def normalize(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Option names with '-' → '_' and older spellings → today's."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        name = ALIASES.get(name, name)
+        if name in out:
+            raise ValueError(f"config option {name!r} is given twice (as {key!r} too)")
+        out[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """One option as the command line sees it."""
+
+    name: str  # field name (flat)
+    type: Any
+    default: Any
+    metadata: Mapping[str, Any]
+
+
+def options() -> Iterator[OptionInfo]:
+    """Every option of :class:`TrainConfig`, the loss settings flattened in place."""
+    for cls in (TrainConfig, LossConfig):
+        hints = field_types(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "loss":
+                continue
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            yield OptionInfo(f.name, hints[f.name], default, f.metadata)
+
+
+# Every preset guards DMNN routing against collapse (docs/training.md, "Routing guards"):
+# `--path-balance 0 --dual-step 0` gives the paper's loss exactly.
+GUARDS: dict[str, Any] = {"path_balance": 0.25, "dual_step": 0.1}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # the embedded default: 8×8 digits from scikit-learn, a couple of minutes on 2 CPU cores
+    "digits": {
+        "dataset": "digits", "model": "dmnn_resnet20", "epochs": 15, "batch_size": 64,
+        "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4, "target_rate": 0.5,
+        **GUARDS, "dual_step": 0.5,  # 330 steps in all: λ must move faster
+    },
+    # the paper's CIFAR recipe (§4.1)
+    "cifar": {
+        "dataset": "cifar10", "model": "dmnn_resnet56", "epochs": 200, "batch_size": 256,
+        "lr": 0.1, "schedule": "multistep", "milestones": [100, 150], "gamma": 0.1,
+        "weight_decay": 1e-4, **GUARDS,
+    },
+    # the paper's ImageNet recipe (§4.1)
+    "imagenet": {
+        "dataset": "imagefolder", "model": "dmnn_resnet50", "epochs": 120, "batch_size": 256,
+        "lr": 0.1, "schedule": "cosine", "weight_decay": 1e-4, "eval_batch_size": 128,
+        **GUARDS,
+    },
+    # CIFAR-10 in under an hour on 2 CPU cores (ResNet-20: ~35 min static, ~45 min DMNN N=2)
+    "cpu-fast": {
+        "dataset": "cifar10", "model": "dmnn_resnet20", "epochs": 20, "batch_size": 128,
+        "lr": 0.1, "schedule": "cosine", "warmup_epochs": 1, "weight_decay": 5e-4,
+        **GUARDS,
+    },
+}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {p} not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0]
+        raise ValueError(f"config file {p} is not valid YAML: {first}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {p} must hold a mapping of option: value")
+    return normalize(data)
+
+
+def resolve_config(
+    preset: str | None = None, file: str | Path | None = None, overrides: dict | None = None
+) -> TrainConfig:
+    """Defaults < preset (from the argument or the file's ``preset:``) < file < overrides."""
+    from_file = load_yaml(file) if file is not None else {}
+    name = preset or from_file.get("preset")
+    values: dict[str, Any] = {}
+    if name is not None:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+        values.update(PRESETS[name])
+        values["preset"] = name
+    values.update(from_file)
+    values.update({k: v for k, v in normalize(overrides or {}).items() if v is not None})
+    cfg = TrainConfig.from_dict(values)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,317 @@
+"""The training engine: one loop for static and dynamic models, exact resume, honest metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..data import DataBundle, load_dataset
+from ..errors import TrainingError, TrainingInterrupted
+from ..evaluation.metrics import collect, summarize_record
+from ..network.dynamic_net import DynamicNet
+from ..network.gate import set_gate_noise
+from ..network.gumbel import noise_schedule
+from ..registry import create_model
+from .calibration import calibrate_gates
+from .checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    load_weights,
+    read_checkpoint,
+    restore_training,
+    save_checkpoint,
+)
+from .config import TrainConfig, resolve_config
+from .device import pick_device
+from .schedule import lr_factor
+
+
+def model_kwargs(cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
+    """Keyword arguments for ``create_model``: the data decides classes and channels, the
+    method its own options."""
+    kwargs: dict[str, Any] = {"num_classes": data.num_classes, "in_chans": data.in_chans}
+    kwargs.update(cfg.method.model_kwargs(cfg, data))
+    if cfg.width_mult is not None:
+        kwargs["width_mult"] = cfg.width_mult
+    return kwargs
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    best_top1: float = -1.0
+    train_seconds: float = 0.0
+
+
+class Trainer:
+    """Trains ``cfg`` into ``out``: config.yaml, metrics.jsonl, metrics.json, tb/, checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, *, progress: bool | None = None) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        self.progress = progress
+        self.device = pick_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(cfg.seed)
+        self.data = load_dataset(
+            cfg.dataset, cfg.data_dir, categories=cfg.categories, batch_size=cfg.batch_size,
+            eval_batch_size=cfg.eval_batch_size, num_workers=cfg.workers, seed=cfg.seed,
+            copies=cfg.method.train_copies(cfg), max_train_samples=cfg.max_train_samples,
+            max_test_samples=cfg.max_test_samples,
+            device=self.device if self.device.type != "cpu" else None,
+        )
+        self.model_kwargs = model_kwargs(self.cfg, self.data)
+        self.model: DynamicNet = create_model(cfg.model, **self.model_kwargs).to(self.device)
+        self.input_size = self.data.input_size
+        self.model.macs_table(self.input_size)  # fail early on an input the model cannot take
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+        self.steps_per_epoch = len(self.data.train)
+        if self.steps_per_epoch == 0:
+            raise ValueError("the training split is smaller than one batch: lower --batch-size")
+        self.loss = cfg.method.build_loss(cfg, cfg.epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg, self.steps_per_epoch)
+        )
+        self.state = RunState()
+        self.writer = None
+
+    # --- files ---------------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.json"
+
+    def check_out(self, resume: bool) -> None:
+        """Fail before any work if the output folder does not fit ``resume``."""
+        if resume and not self.last_path.is_file():
+            raise TrainingError(f"--resume: no checkpoint {self.last_path} to resume from")
+        if not resume and (self.last_path.exists() or (self.out / "metrics.jsonl").exists()):
+            raise TrainingError(
+                f"{self.out} already holds a run: pass --resume to continue it, or another --out"
+            )
+
+    def prepare_out(self, resume: bool) -> None:
+        self.check_out(resume)
+        if resume:
+            self.load_last()
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(
+            self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=True).encode()
+        )
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop metrics lines of epochs past the checkpoint (they will be redone)."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = [ln for ln in path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["epoch"] <= self.state.epoch]
+        atomic_write_bytes(path, ("\n".join(kept) + "\n" if kept else "").encode())
+
+    def load_last(self) -> None:
+        meta, tensors = read_checkpoint(self.last_path)
+        if meta["model"] != self.cfg.model or meta["model_kwargs"] != self.model_kwargs:
+            raise TrainingError(
+                f"{self.last_path} was trained as {meta['model']} {meta['model_kwargs']}, "
+                f"not {self.cfg.model} {self.model_kwargs}"
+            )
+        load_weights(self.model, tensors, str(self.last_path))
+        restore_training(meta, tensors, self.optimizer, self.scheduler)
+        self.state = RunState(**meta["extra"]["state"])
+        if meta["extra"].get("loss_state"):
+            self.loss.load_state_dict(meta["extra"]["loss_state"])
+
+    def save(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
+        return save_checkpoint(
+            self.out / name, self.model, model_name=self.cfg.model,
+            model_kwargs=self.model_kwargs, optimizer=self.optimizer, scheduler=self.scheduler,
+            epoch=self.state.epoch,
+            extra={
+                "state": vars(self.state).copy(), "config": self.cfg.to_dict(),
+                "data": self.data.spec.to_dict(), "input_size": self.input_size,
+                "loss_state": self.loss.state_dict(),
+                "metrics": metrics or {},
+            },
+        )
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key != "epoch":
+                    self.writer.add_scalar(key.replace("_", "/", 1), value, record["epoch"])
+            self.writer.flush()
+
+    # --- loop ----------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        model, cfg = self.model, self.cfg
+        model.train()
+        self.data.train.set_epoch(epoch)
+        noise = noise_schedule(epoch, cfg.epochs, cfg.noise_anneal_from, cfg.noise_final)
+        set_gate_noise(model, noise)
+        setup = cfg.method.epoch_setup(model, cfg, epoch)  # e.g. warm-up, frozen routers
+        totals = {"loss": 0.0, "correct": 0.0, "seen": 0, "macs_ratio": 0.0, "dyn_ratio": 0.0}
+        parts_sum: dict[str, float] = {}
+        bar = tqdm(
+            self.data.train, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False, dynamic_ncols=True,
+            disable=None if self.progress is None else not self.progress,
+        )
+        for batch in bar:
+            x = batch.images.to(self.device, non_blocking=True)
+            y = batch.labels.to(self.device, non_blocking=True)
+            c = batch.categories.to(self.device, non_blocking=True)
+            with setup.forward():
+                logits, routing = model(x, return_routing=True)
+            out = self.loss(logits, routing, y, c)
+            if not torch.isfinite(out.total):
+                raise TrainingError(
+                    f"loss became {out.total.item()} at epoch {epoch + 1}, "
+                    f"step {self.state.step + 1}; the last good checkpoint is {self.last_path}"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            out.total.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state.step += 1
+            n = y.shape[0]
+            totals["seen"] += n
+            totals["loss"] += out.total.item() * n
+            totals["correct"] += (logits.argmax(1) == y).sum().item()
+            totals["macs_ratio"] += routing.macs_fraction("network").item() * n
+            totals["dyn_ratio"] += routing.macs_fraction("dynamic").item() * n
+            for k, v in out.parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v.item() * n
+            if not bar.disable:
+                seen = totals["seen"]
+                bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}",
+                                acc=f"{totals['correct'] / seen:.3f}",
+                                macs=f"{totals['macs_ratio'] / seen:.3f}")
+        seen = totals["seen"]
+        result = {
+            "gate_noise": noise,
+            "train_loss": totals["loss"] / seen, "train_top1": totals["correct"] / seen,
+            "train_macs_ratio": totals["macs_ratio"] / seen,
+            "train_macs_ratio_dynamic": totals["dyn_ratio"] / seen,
+        }
+        result.update({f"train_loss_{k}": v / seen for k, v in parts_sum.items() if k != "total"})
+        result.update(setup.record)
+        return result
+
+    def evaluate(self) -> dict[str, Any]:
+        record = collect(self.model, self.data.test, self.device)
+        return summarize_record(
+            record, self.model, self.input_size, self.data.category_map.names
+        )
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        self.prepare_out(resume)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.out / "tb"))
+        cfg = self.cfg
+        metrics: dict[str, Any] = {}
+        try:
+            for epoch in range(self.state.epoch, cfg.epochs):
+                start = time.perf_counter()
+                train = self.train_epoch(epoch)
+                self.state.train_seconds += time.perf_counter() - start
+                test = self.evaluate()
+                self.state.epoch = epoch + 1
+                record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train}
+                record.update({f"test_{k}": v for k, v in test.items()
+                               if isinstance(v, int | float)})
+                record["train_seconds"] = self.state.train_seconds
+                self.log(record)
+                best = test["top1"] > self.state.best_top1
+                if best:
+                    self.state.best_top1 = test["top1"]
+                self.save("last", test)
+                if best:
+                    self.save("best", test)
+                metrics = test
+                tqdm.write(
+                    f"epoch {epoch + 1}/{cfg.epochs}  loss {train['train_loss']:.4f}  "
+                    f"train {train['train_top1']:.4f}  test top1 {test['top1']:.4f}  "
+                    f"MACs ratio {test['macs_ratio']:.3f}  ({self.state.train_seconds:.0f}s)"
+                )
+        except KeyboardInterrupt:
+            path = self.save("interrupted")
+            then = (f"`--resume` continues after epoch {self.state.epoch} ({self.last_path})"
+                    if self.last_path.is_file() else
+                    "no epoch had finished, so a new run starts from scratch")
+            raise TrainingInterrupted(f"interrupted: weights saved to {path}; {then}") from None
+        finally:
+            self.writer.close()
+        return self.finish(metrics)
+
+    def finish(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Calibrate the gates (if configured), evaluate, write metrics.json.
+
+        ``metrics`` is the last epoch's evaluation (None when a finished run is resumed). The
+        calibrated weights go to ``calibrated.*``; ``last.*`` keeps the trained ones, so
+        finishing again (``--resume`` on a finished run) calibrates from the same start.
+        """
+        cfg = self.cfg
+        metric = cfg.method.calibration_metric(cfg) if cfg.calibrate_gates else None
+        calibration: dict[str, Any] | None = None
+        if metric is not None:
+            uncalibrated = metrics or self.evaluate()
+            result = calibrate_gates(
+                self.model,
+                self.data.plain_train_subset(cfg.calibration_samples, cfg.eval_batch_size,
+                                             cfg.seed),
+                cfg.target_rate, input_size=self.input_size, metric=metric, device=self.device,
+                progress=self.progress,
+            )
+            metrics = self.evaluate()
+            self.save("calibrated", metrics)
+            calibration = {
+                **result.to_dict(),
+                "uncalibrated": {k: uncalibrated[k] for k in
+                                 ("top1", "macs_mean", "macs_std", "macs_ratio")},
+            }
+            tqdm.write(
+                f"calibrated gates: on-logit offset {result.offset:+.3f}, {metric} on "
+                f"{result.samples} training images {result.before:.3f} -> {result.after:.3f}; "
+                f"test top1 {metrics['top1']:.4f}, MACs ratio {metrics['macs_ratio']:.3f} "
+                f"(uncalibrated {uncalibrated['top1']:.4f}, {uncalibrated['macs_ratio']:.3f})"
+            )
+        elif not metrics:  # resumed a finished run: report its last evaluation
+            metrics = self.evaluate()
+        final = {
+            "model": cfg.model, "dataset": cfg.dataset, "target_rate": cfg.target_rate,
+            "epochs": self.state.epoch, "train_seconds": self.state.train_seconds,
+            "best_top1": self.state.best_top1, **metrics, "calibration": calibration,
+        }
+        atomic_write_json(self.out / "metrics.json", final)
+        return final
+
+
+def train(
+    cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None
+) -> dict[str, Any]:
+    """Train ``cfg`` into ``out`` (see :class:`Trainer`)."""
+    return Trainer(cfg, out, progress=progress).run(resume=resume)
+
+
+def resume_config(out: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The saved config of a run, with ``overrides`` (e.g. more epochs) applied."""
+    path = Path(out) / "config.yaml"
+    if not path.is_file():
+        raise TrainingError(f"--resume: {path} not found: is {out} a dmnn training folder?")
+    return resolve_config(None, path, overrides)
