@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "create_model": "dmnn.registry", "list_models": "dmnn.registry",
     "register_backbone": "dmnn.registry", "register_method": "dmnn.registry",
-    "Backbone": "dmnn.registry",
+    "Backbone": "dmnn.backbones",
     "DynamicNet": "dmnn.network.dynamic_net", "count_params": "dmnn.network.dynamic_net",
     "GatedBlock": "dmnn.network.block",
     "Gate": "dmnn.network.gate", "GateDecision": "dmnn.network.gate",
@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .backbones import Backbone
     from .execution.forcing import force_gates
     from .methods.base import Loss, LossOutput, Method, MethodOptions
     from .methods.dmnn import DMNNOptions
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from .network.gate import Gate, GateDecision
     from .network.macs import MacsTable
     from .network.routing import Routing
-    from .registry import Backbone, create_model, list_models, register_backbone, register_method
+    from .registry import create_model, list_models, register_backbone, register_method
 
 
 def __getattr__(name: str) -> Any:

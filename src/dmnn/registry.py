@@ -9,29 +9,17 @@ call of any function here.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .backbones import Backbone
 
 if TYPE_CHECKING:
     from .methods.base import Method
     from .network.dynamic_net import DynamicNet
 
-BUILTIN_BACKBONES = ("resnet_cifar", "resnet", "mobilenetv2")
-"""Modules of :mod:`dmnn.backbones` whose ``BACKBONES`` lists are registered."""
-BUILTIN_METHODS = ("static", "twin", "dmnn", "aig", "drnet", "lcnet")
-"""Modules of :mod:`dmnn.methods` whose ``METHOD`` is registered."""
-
 RESERVED = ("name", "num_sub_blocks", "gate_factory", "options")
 """Arguments the registry passes to a backbone's builder itself (a model's own options aside)."""
-
-
-class Backbone(NamedTuple):
-    """``build(name=, num_sub_blocks=, gate_factory=, options=, **user kwargs)`` makes the net."""
-
-    name: str
-    build: Callable[..., DynamicNet]
-    doc: str
 
 
 class _Entry(NamedTuple):
@@ -47,14 +35,19 @@ _loaded = False
 
 
 def _builtins() -> None:
+    """Register the built-in methods and backbones (once, on first use)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for module in BUILTIN_METHODS:
-        register_method(importlib.import_module(f"dmnn.methods.{module}").METHOD)
-    for module in BUILTIN_BACKBONES:
-        for backbone in importlib.import_module(f"dmnn.backbones.{module}").BACKBONES:
+    from .backbones import mobilenetv2, resnet, resnet_cifar
+    from .methods import aig, drnet, lcnet, static, twin
+    from .methods import dmnn as dmnn_method
+
+    for method in (static, twin, dmnn_method, aig, drnet, lcnet):
+        register_method(method.METHOD)
+    for module in (resnet_cifar, resnet, mobilenetv2):
+        for backbone in module.BACKBONES:
             register_backbone(backbone)
 
 
@@ -102,6 +95,16 @@ def register_method(method: Method) -> None:
     _METHODS[method.family] = method
     for backbone in _BACKBONES.values():
         _cross(backbone, method)
+
+
+def unregister_method(family: str) -> None:
+    """Remove a method and its models (a notebook or a test trying a method out)."""
+    _builtins()
+    if family not in _METHODS:
+        raise ValueError(f"no method {family!r} is registered")
+    method = _METHODS.pop(family)
+    for name in [n for n, e in _MODELS.items() if e.method is method]:
+        del _MODELS[name]
 
 
 def list_models(family: str | None = None) -> list[str]:

@@ -20,7 +20,7 @@ from ..network.dynamic_net import DynamicNet, check_model_args
 from ..network.gate import GateFactory
 from ..network.layers import ChannelSlice, conv_bn, init_weights, make_divisible
 from ..network.split import even_split
-from ..registry import Backbone
+from . import Backbone
 
 # expansion t, output channels c, repeats n, first stride s
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),

@@ -16,7 +16,7 @@ from ..network.dynamic_net import DynamicNet, check_model_args
 from ..network.gate import GateFactory
 from ..network.layers import conv_bn, init_weights
 from ..network.split import bottleneck_sub_width
-from ..registry import Backbone
+from . import Backbone
 
 EXPANSION = 4
 

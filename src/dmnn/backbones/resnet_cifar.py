@@ -15,7 +15,7 @@ from ..network.dynamic_net import DynamicNet, check_model_args
 from ..network.gate import GateFactory
 from ..network.layers import PadShortcut, conv_bn, init_weights
 from ..network.split import even_split
-from ..registry import Backbone
+from . import Backbone
 
 CIFAR_WIDTHS = (16, 32, 64)
 

@@ -45,9 +45,10 @@ def flag_of(opt: OptionInfo) -> str:
 
 
 def _help(opt: OptionInfo) -> str:
-    text = opt.metadata.get("help", "")
-    if opt.default not in (None, []):
-        text += f" [default: {opt.default}]"
+    text = opt.metadata.get("help", "").rstrip()
+    if opt.default is not None and opt.default != [] and "default" not in text:
+        shown = opt.default if not isinstance(opt.default, bool) else str(opt.default).lower()
+        text += f" (default: {shown})"  # not [default: …]: rich would read it as markup
     return text + (" May change on --resume." if opt.metadata.get("resume") else "")
 
 
@@ -82,7 +83,11 @@ def train_cmd(
     *, config: Path | None, preset: str | None, out: Path | None, resume: bool,
     progress: bool | None, **values: Any,
 ) -> None:
-    """Train a model to a compute target; writes config, metrics, TensorBoard and checkpoints."""
+    """Train a model to a compute target; writes config, metrics, TensorBoard and checkpoints.
+
+    The defaults shown are the config's own; a preset (digits unless --config or --preset says
+    otherwise) overrides some of them, a --config file overrides the preset, flags override all.
+    """
     from ..train.config import resolve_config
     from ..train.engine import Trainer, resume_config
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,14 @@ if TYPE_CHECKING:
     from .dynamic_net import DynamicNet
 
 Shape = tuple[int, ...]
+
+
+@runtime_checkable
+class CountsMacs(Protocol):
+    """A layer of one's own that the walker should count: ``macs_and_shape(in_shape)`` returns
+    (MACs for one sample, output shape)."""
+
+    def macs_and_shape(self, shape: Shape) -> tuple[int, Shape]: ...
 
 _SHAPE_PRESERVING = (
     nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Identity, nn.Dropout, nn.Hardswish, nn.Sigmoid,
@@ -71,7 +79,7 @@ def walk(module: nn.Module | None, shape: Shape) -> tuple[int, Shape]:
         c, h, w = shape
         (kh, kw), (sh, sw) = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
         (ph, pw) = _pair(module.padding)
-        if getattr(module, "ceil_mode", False):
+        if module.ceil_mode:
             raise TypeError("ceil_mode pooling is not supported by the MACs walker")
         return 0, (c, conv_out_size(h, kh, sh, ph), conv_out_size(w, kw, sw, pw))
     if isinstance(module, nn.AdaptiveAvgPool2d):
@@ -88,9 +96,8 @@ def walk(module: nn.Module | None, shape: Shape) -> tuple[int, Shape]:
         _, h, w = shape
         s = module.stride
         return 0, (module.c_out, -(-h // s), -(-w // s))
-    custom = getattr(module, "macs_and_shape", None)
-    if custom is not None:
-        return custom(shape)
+    if isinstance(module, CountsMacs):
+        return module.macs_and_shape(shape)
     raise TypeError(
         f"the MACs walker does not know {type(module).__name__}; give it macs_and_shape()"
     )

@@ -1,0 +1,133 @@
+"""The package layout keeps its promises: no import cycles, every module imports on its own,
+and nothing outside ``methods/`` branches on a method."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dmnn
+
+ROOT = Path(dmnn.__file__).parent
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """dmnn modules that ``name`` imports, at module level or inside functions (a deferred
+    import is still a dependency), except under ``if TYPE_CHECKING:``."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and not _is_type_checking(node):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.If):
+                continue  # TYPE_CHECKING: annotations only
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("dmnn"))
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    target = f"{base}.{node.module}" if node.module else base
+                else:
+                    target = node.module or ""
+                if not target.startswith("dmnn"):
+                    continue
+                found.add(target)
+                for alias in node.names:  # `from . import x` imports the submodule x
+                    if f"{target}.{alias.name}" in known:
+                        found.add(f"{target}.{alias.name}")
+            else:
+                visit([n for n in ast.iter_child_nodes(node) if isinstance(n, ast.stmt)])
+
+    visit(ast.parse(path.read_text()).body)
+    # importing a.b.c runs a/__init__ and a/b/__init__ first (except the packages that hold
+    # ``name`` itself: they are being imported already when ``name`` runs)
+    own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
+    for target in list(found):
+        parts = target.split(".")
+        found.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    found -= own
+    return {m for m in found if m in known}
+
+
+def test_no_import_cycles():
+    mods = modules()
+    graph = {name: imports_of(name, path, set(mods)) for name, path in mods.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                dfs(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            dfs(name)
+    # the checker sees real edges (a broken walker would pass vacuously)
+    assert "dmnn.network.dynamic_net" in graph["dmnn.backbones.resnet"]
+    assert "dmnn.execution.dispatch" in graph["dmnn.network.block"]
+
+
+def _import_alone(name: str) -> tuple[str, int, str]:
+    proc = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True,
+                          text=True, timeout=300)
+    return name, proc.returncode, proc.stderr[-2000:]
+
+
+def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
+    names = sorted(modules())
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        results = list(pool.map(_import_alone, names))
+    failed = [(n, err) for n, rc, err in results if rc != 0]
+    assert not failed, failed[0]
+    assert len(results) > 40
+
+
+CORE = ("train", "evaluation", "cli", "network", "execution", "registry.py", "checks.py")
+
+
+def test_no_method_branches_or_ability_probes_outside_methods():
+    family_branch = re.compile(r"family\s*(==|!=|in\s|not\s+in)|model_family\([^)]*\)\s*(==|in)")
+    probe = re.compile(r"\bhasattr\(")
+    offenders = []
+    for path in modules().values():
+        rel = path.relative_to(ROOT).as_posix()
+        if not rel.startswith(CORE):
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if family_branch.search(code) or probe.search(code):
+                offenders.append(f"{rel}:{i}: {line.strip()}")
+    # the registry compares families to find a method by name; that is its job
+    offenders = [o for o in offenders if not o.startswith("registry.py")]
+    assert not offenders, offenders
