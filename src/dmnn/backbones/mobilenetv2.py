@@ -15,6 +15,7 @@ from functools import partial
 
 from torch import nn
 
+from ..checks import check_number
 from ..network.block import GatedBlock
 from ..network.dynamic_net import DynamicNet, check_model_args
 from ..network.gate import GateFactory
@@ -52,8 +53,7 @@ def mobilenetv2(
     options: dict | None = None,
 ) -> DynamicNet:
     check_model_args(num_classes, in_chans)
-    if width_mult <= 0:
-        raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
+    check_number("width_mult", width_mult, 0.0, lo_open=True)
     c_in = make_divisible(32 * width_mult)
     last = make_divisible(1280 * max(1.0, width_mult))
     stem = nn.Sequential(*conv_bn(in_chans, c_in, 3, 2, act=nn.ReLU6))

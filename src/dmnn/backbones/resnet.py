@@ -11,6 +11,7 @@ from functools import partial
 
 from torch import nn
 
+from ..checks import check_number
 from ..network.block import residual_stages
 from ..network.dynamic_net import DynamicNet, check_model_args
 from ..network.gate import GateFactory
@@ -43,8 +44,7 @@ def bottleneck_resnet(
     options: dict | None = None,
 ) -> DynamicNet:
     check_model_args(num_classes, in_chans)
-    if width_mult <= 0:
-        raise ValueError(f"width_mult must be > 0, got {width_mult!r}")
+    check_number("width_mult", width_mult, 0.0, lo_open=True)
     base = max(1, round(64 * width_mult))
     if imagenet_stem:
         stem = nn.Sequential(

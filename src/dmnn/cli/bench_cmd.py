@@ -34,8 +34,8 @@ def bench_cmd(
     from ..evaluation.latency import bench, check_bench_args
     from ..registry import model_family
 
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    check_int("repeats", repeats, 1)
+    check_int("warmup", warmup, 0)
     if checkpoint is not None:
         if model is not None:
             raise ValueError("give either MODEL or --checkpoint (the checkpoint names its model)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..checks import check_int
 from ..network.dynamic_net import DynamicNet
 from ..network.gate import training_only_parameters
 from ..registry import create_model, method_of
@@ -25,8 +26,7 @@ def build_model(
 def summarize(model: DynamicNet, input_size: int | None = None) -> dict[str, Any]:
     """Plain-number summary (ints for parameters and MACs), JSON-ready."""
     size = input_size if input_size is not None else model.default_input_size
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"input_size must be a positive integer, got {size!r}")
+    check_int("input_size", size, 1)
     try:
         table = model.macs_table(size)
     except ValueError as err:

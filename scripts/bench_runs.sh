@@ -2,8 +2,8 @@
 # Batch-1 and batch-32 CPU latency of every finished run of a group, with its own trained gates
 # on its own test images, against its static backbone (`dmnn bench --checkpoint`). Run on a quiet
 # machine (pause training first), from the repo root:
-#   RUNS=runs bash results/bench_runs.sh compare
-# writes results/GROUP/RUN.bench_b{1,32}.json, which results/collect.py puts in the table.
+#   RUNS=runs bash scripts/bench_runs.sh compare
+# writes results/GROUP/RUN.bench_b{1,32}.json, which scripts/collect.py puts in the table.
 set -euo pipefail
 group=$1
 RUNS=${RUNS:-runs}

@@ -4,7 +4,7 @@ Prints, on the first N test images: top-1 and MACs ratio under eqn 11 as trained
 images each router leaves undecided (0.1 < r < 0.9); top-1 after re-estimating BN under hard
 routing; top-1 after a few SGD steps of hard-routing fine-tuning with frozen routers (§3.4).
 
-    python results/compare/drnet_gap.py RUN/last.safetensors \
+    python scripts/drnet_gap.py RUN/last.safetensors \
         --data-dir ../shared/data/cifar-10-batches-py
 """
 
@@ -17,10 +17,10 @@ from itertools import islice
 import torch
 import torch.nn.functional as F
 
-from dmnn.checkpoint import read_checkpoint
-from dmnn.evaluate import collect, load_for_eval, summarize_record
-from dmnn.gates import set_hard_routing
-from dmnn.methods.drnet import DRNetRouter
+from dmnn.evaluation.metrics import collect, summarize_record
+from dmnn.evaluation.restore import load_for_eval
+from dmnn.methods.drnet import DRNetRouter, set_hard_routing
+from dmnn.train.checkpoint import read_checkpoint
 
 
 def evaluate(model, data, n_max: int) -> tuple[float, float]:

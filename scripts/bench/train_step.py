@@ -5,8 +5,8 @@ One step = forward (``return_routing=True``) + cross-entropy + a resource term o
 backward + SGD step, in train mode on random data. Variants run interleaved (one step of each per
 repeat) so that drifts of a shared CPU hit them alike; medians are reported.
 
-    python benchmarks/train_step.py --threads 2              # resnet56 vs dmnn_resnet56 (N = 2)
-    python benchmarks/train_step.py --model resnet20 --json
+    python scripts/bench/train_step.py --threads 2              # resnet56 vs dmnn_resnet56 (N = 2)
+    python scripts/bench/train_step.py --model resnet20 --json
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import dmnn
-from dmnn.models.network import DynamicNet
+from dmnn.network.dynamic_net import DynamicNet
 
 VARIANTS = ("static", "dense", "grouped")
 

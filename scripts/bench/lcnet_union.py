@@ -12,7 +12,7 @@ nearly every channel), and times, interleaved, in one process:
 * union slicing (the executor's batched strategy),
 * per-sample slicing (a Python loop over rows at batch 1: exact MACs, B small convs per layer).
 
-    python benchmarks/lcnet_union.py --model lcnet_resnet56 --batch 32 --threads 2 [--json]
+    python scripts/bench/lcnet_union.py --model lcnet_resnet56 --batch 32 --threads 2 [--json]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import statistics
 import torch
 
 import dmnn
-from dmnn.bench import paired_ratio, timed_round
+from dmnn.evaluation.latency import paired_ratio, timed_round
 
 
 class ForcedChannels:

@@ -5,7 +5,7 @@ PyTorch profiler's memory timeline (``export_memory_timeline``), which replays e
 allocation and free of one forward; its maximum is the peak of live tensor bytes (parameters
 included, which are the same for both). The same forced gate pattern is used for both modes.
 
-    python benchmarks/sparse_memory.py --model dmnn_resnet50 --batch 32 --rate 0.5 [--json]
+    python scripts/bench/sparse_memory.py --model dmnn_resnet50 --batch 32 --rate 0.5 [--json]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import dmnn
-from dmnn.forcing import force_gates
+from dmnn.execution.forcing import force_gates
 
 
 def peak_mib(model, x: torch.Tensor, mode: str, rate: float, seed: int) -> float:

@@ -1,4 +1,4 @@
-# Sourced by the results/*/run.sh scripts: `run GROUP NAME ARGS...` trains one run of the
+# Sourced by scripts/train_*.sh: `run GROUP NAME ARGS...` trains one run of the
 # cpu-fast preset into $RUNS/GROUP/NAME, resumes it if it has a checkpoint, skips it if finished.
 # ONLY=NAME trains just that run (to run two of a group side by side, one process per core).
 DATA=${DATA:-../shared/data/cifar-10-batches-py}

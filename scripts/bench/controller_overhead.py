@@ -1,8 +1,10 @@
 """Where the all-on controller overhead goes: the static twin against the all-on DMNN, and two
 stand-ins that each remove part of the controller, timed interleaved in one process.
 
-* ``twin``: the same modules with every gate removed (``dmnn.bench.without_controllers``).
-* ``all_on``: the real controllers, deciding 'on' by themselves (``dmnn.bench.decide_all_on``).
+* ``twin``: the same modules with every gate removed (``without_controllers``
+  in :mod:`dmnn.evaluation.latency`).
+* ``all_on``: the real controllers, deciding 'on' by themselves (``decide_all_on``
+  in :mod:`dmnn.evaluation.latency`).
 * ``gap_only``: each controller pools its input (the paper's GAP), then returns fixed all-on gates.
 * ``stub``: fixed all-on gates, no controller arithmetic: what the gated block's bookkeeping costs.
 
@@ -17,7 +19,7 @@ Ratios are medians of per-round paired ratios against ``twin``; every round runs
 a fresh random order (seeded). A plain alternation left ``twin_control`` 0.8–1.3 % faster than
 ``twin`` with seven variants. On a VM whose speed drifts, run it twice and read the spread.
 
-    python benchmarks/controller_overhead.py --model dmnn_resnet50 --batch 1 --repeats 200
+    python scripts/bench/controller_overhead.py --model dmnn_resnet50 --batch 1 --repeats 200
 """
 
 from __future__ import annotations
@@ -32,16 +34,16 @@ from collections.abc import Callable
 import torch
 
 import dmnn
-from dmnn.bench import decide_all_on, without_controllers
-from dmnn.gates import GateDecision
+from dmnn.evaluation.latency import decide_all_on, without_controllers
+from dmnn.network.gate import Gate, GateDecision
 
 
-class _Fixed(torch.nn.Module):
+class _Fixed(Gate):
     """Stands in for a controller: optionally pools, then hands back all-on gates."""
 
-    def __init__(self, num_paths: int, pool: bool) -> None:
+    def __init__(self, num_sub_blocks: int, pool: bool) -> None:
         super().__init__()
-        self.num_paths, self.pool = num_paths, pool
+        self.num_sub_blocks, self.pool = num_sub_blocks, pool
         self._ones: dict[int, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> GateDecision:
@@ -49,7 +51,7 @@ class _Fixed(torch.nn.Module):
             x.mean(dim=(2, 3))
         ones = self._ones.get(x.shape[0])
         if ones is None:
-            ones = self._ones[x.shape[0]] = torch.ones(x.shape[0], self.num_paths)
+            ones = self._ones[x.shape[0]] = torch.ones(x.shape[0], self.num_sub_blocks)
         return GateDecision(gates=ones)
 
 
@@ -65,12 +67,12 @@ def _param_path(model, gates: list) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
-class _BlasFree(torch.nn.Module):
+class _BlasFree(Gate):
     """The controller's eval arithmetic with the linears as ``(W * z).sum(-1) + b``."""
 
     def __init__(self, ctrl: torch.nn.Module) -> None:
         super().__init__()
-        self.num_paths = ctrl.num_paths
+        self.num_sub_blocks = ctrl.num_sub_blocks
         self.w = ctrl.plain_weights()
 
     @staticmethod
@@ -82,7 +84,7 @@ class _BlasFree(torch.nn.Module):
         h = self._linear(x.mean(dim=(2, 3)), w1, b1).relu_()
         if w2 is not None and state is not None:
             h = h + self._linear(state, w2, b2).relu_()
-        logits = self._linear(h, w3, b3).view(-1, self.num_paths, 2)
+        logits = self._linear(h, w3, b3).view(-1, self.num_sub_blocks, 2)
         return GateDecision(gates=logits.argmax(dim=-1).to(logits.dtype), state=h)
 
 
@@ -115,7 +117,7 @@ def measure(
     gated = [b.gate for b in model.blocks]
 
     def stand_ins(pool: bool) -> list:
-        return [None if g is None else _Fixed(g.num_paths, pool) for g in gated]
+        return [None if g is None else _Fixed(g.num_sub_blocks, pool) for g in gated]
 
     def twin(inp: torch.Tensor) -> torch.Tensor:
         with without_controllers(model):

@@ -1,11 +1,11 @@
 """Copy finished runs' metrics into results/ and print the README table.
 
-    python results/collect.py runs/cpu-fast results/cpu-fast
+    python scripts/collect.py runs/cpu-fast results/cpu-fast
 
 For every ``RUN/metrics.json`` under the first folder: writes ``<dest>/<run>.json`` (the
 metrics plus the run's resolved config) and prints one markdown row with top-1, MACs mean ± std,
 MACs ratio, parameters, top-1 and ratio before gate calibration (where it ran), training
-hours and, where ``results/bench_runs.sh`` left
+hours and, where ``scripts/bench_runs.sh`` left
 ``<dest>/<run>.bench_b{1,32}.json``, the measured latency ÷ static backbone at batch 1 and 32.
 """
 
