@@ -15,7 +15,6 @@ from functools import partial
 
 from torch import nn
 
-from ..checks import check_number
 from ..network.block import GatedBlock
 from ..network.dynamic_net import DynamicNet, check_model_args
 from ..network.gate import GateFactory
@@ -52,8 +51,7 @@ def mobilenetv2(
     name: str = "",
     options: dict | None = None,
 ) -> DynamicNet:
-    check_model_args(num_classes, in_chans)
-    check_number("width_mult", width_mult, 0.0, lo_open=True)
+    check_model_args(num_classes, in_chans, width_mult)
     c_in = make_divisible(32 * width_mult)
     last = make_divisible(1280 * max(1.0, width_mult))
     stem = nn.Sequential(*conv_bn(in_chans, c_in, 3, 2, act=nn.ReLU6))

@@ -11,7 +11,6 @@ from functools import partial
 
 from torch import nn
 
-from ..checks import check_number
 from ..network.block import residual_stages
 from ..network.dynamic_net import DynamicNet, check_model_args
 from ..network.gate import GateFactory
@@ -43,8 +42,7 @@ def bottleneck_resnet(
     name: str = "",
     options: dict | None = None,
 ) -> DynamicNet:
-    check_model_args(num_classes, in_chans)
-    check_number("width_mult", width_mult, 0.0, lo_open=True)
+    check_model_args(num_classes, in_chans, width_mult)
     base = max(1, round(64 * width_mult))
     if imagenet_stem:
         stem = nn.Sequential(

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..evaluation.summary import build_model, summarize
+from ..evaluation.model_summary import build_model, summarize_model
 from ..registry import list_models, model_family
 from .app import console, friendly, human, print_json
 
@@ -37,7 +37,7 @@ def summary_cmd(
 ) -> None:
     """Parameters, full and minimum MACs, the controllers' share, and a per-block table."""
     net = build_model(model, sub_blocks=sub_blocks, num_classes=num_classes)
-    info = summarize(net, input_size)
+    info = summarize_model(net, input_size)
     if as_json:
         print_json(info)
         return

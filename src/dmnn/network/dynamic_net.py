@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..checks import check_int
+from ..checks import check_int, check_number
 from ..execution.dispatch import check_mode
 from .block import GatedBlock
 from .gate import training_only_parameters
@@ -123,9 +123,12 @@ class DynamicNet(nn.Module):
         return sum(p.numel() for p in self.parameters() if id(p) not in skip)
 
 
-def check_model_args(num_classes: int, in_chans: int) -> None:
+def check_model_args(num_classes: int, in_chans: int, width_mult: float | None = None) -> None:
+    """The arguments every backbone takes (``width_mult`` where it has one)."""
     check_int("num_classes", num_classes, 1)
     check_int("in_chans", in_chans, 1)
+    if width_mult is not None:
+        check_number("width_mult", width_mult, 0.0, lo_open=True)
 
 
 def count_params(model: nn.Module) -> int:

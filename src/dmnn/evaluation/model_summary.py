@@ -23,7 +23,7 @@ def build_model(
     return create_model(name, **kwargs)
 
 
-def summarize(model: DynamicNet, input_size: int | None = None) -> dict[str, Any]:
+def summarize_model(model: DynamicNet, input_size: int | None = None) -> dict[str, Any]:
     """Plain-number summary (ints for parameters and MACs), JSON-ready."""
     size = input_size if input_size is not None else model.default_input_size
     check_int("input_size", size, 1)
