@@ -75,7 +75,7 @@ def measure(
     model: DynamicNet, batches: Iterable, input_size: int, metric: str, device: torch.device
 ) -> tuple[float, int]:
     """``metric`` of ``model`` in eval mode over ``batches`` and the number of samples: the
-    evaluator's own definition (:func:`dmnn.evaluate.summarize_record`)."""
+    evaluator's own definition (:func:`dmnn.evaluation.metrics.summarize_record`)."""
     summary = summarize_record(collect(model, batches, device), model, input_size)
     if metric == "exec_rate":
         rates = list(summary["exec_rate_block"].values())
