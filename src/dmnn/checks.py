@@ -7,7 +7,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -71,7 +71,7 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
 
 def option(
     default: Any = None, *, help: str = "", flag: str | None = None, label: str | None = None,
-    resume: bool = False,
+    resume: bool = False, check: Callable[[Any, str], Any] | None = None,
     cli: bool = True, min: float | None = None, max: float | None = None,
     lo_open: bool = False, hi_open: bool = False, choices: tuple[str, ...] | None = None,
     default_factory: Any = None,
@@ -81,10 +81,11 @@ def option(
     ``help`` becomes the ``--flag``'s help, ``flag`` overrides its spelling ("--sub-blocks",
     "--calibrate/--no-calibrate"), ``resume`` lets ``dmnn train --resume`` change it, ``cli=False``
     keeps it out of the command line; ``label`` names it in error messages (default: the field
-    name); ``min``/``max``/``choices`` are checked by
-    :func:`check_fields` together with the field's type.
+    name); ``min``/``max``/``choices`` (or a shared ``check(value, name)``, e.g.
+    :func:`check_rate`) are checked by :func:`check_fields` together with the field's type.
     """
-    metadata = {"help": help, "flag": flag, "label": label, "resume": resume, "cli": cli,
+    metadata = {"help": help, "flag": flag, "label": label, "resume": resume, "check": check,
+                "cli": cli,
                 "min": min, "max": max, "lo_open": lo_open, "hi_open": hi_open,
                 "choices": choices}
     if default_factory is not None:
@@ -116,6 +117,9 @@ def check_value(name: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) 
     if value is None:
         if not nullable:
             raise ValueError(f"{name} must be given (it has no 'none' value)")
+        return
+    if meta.get("check") is not None:
+        meta["check"](value, name)
         return
     lo, hi = meta.get("min"), meta.get("max")
     bounded = lo is not None or hi is not None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..checks import check_fields, option
+from ..checks import check_fields, check_rate, option
 from ..network.gate import Gate, GateFactory
 from ..network.routing import MACS_SCOPES, Routing
 
@@ -102,7 +102,7 @@ class LossConfig:
     """The loss settings of a run (``TrainConfig.loss``): the target r and eqn 16's weights,
     which every method reads as far as it has them, and DMNN's own terms and guards."""
 
-    target_rate: float = option(0.5, min=0.0, max=1.0, lo_open=True, label="target rate r",
+    target_rate: float = option(0.5, check=check_rate, label="target rate r",
                                 help="r: target MACs ratio in (0, 1].")
     exec_target: float | None = option(None, min=0.0, max=1.0, label="exec target e", help=(
         "DMNN: e, the target execution rate of eqn 12 (default: e = r, as in the paper)."))
