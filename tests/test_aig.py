@@ -67,7 +67,7 @@ def test_aig_trains_through_the_engine_toward_its_target(tmp_path):
 def test_twin_is_the_dmnn_model_without_controllers():
     twin = dmnn.create_model("twin_resnet56", num_sub_blocks=2)
     dyn = dmnn.create_model("dmnn_resnet56", num_sub_blocks=2)
-    assert [b.path_width for b in twin.blocks] == [b.path_width for b in dyn.blocks]
+    assert [b.sub_block_width for b in twin.blocks] == [b.sub_block_width for b in dyn.blocks]
     assert all(b.gate is None for b in twin.blocks)
     controllers = sum(p.numel() for b in dyn.blocks for p in b.gate.parameters())
     assert twin.num_params() == dyn.num_params() - controllers

@@ -10,9 +10,9 @@ def test_resnet50_widths_are_the_resnext_group_widths():
     assert [bottleneck_sub_width(c, 2) for c in (64, 128, 256, 512)] == [40, 80, 160, 320]
     assert bottleneck_sub_width(64, 4) == 24
     blocks = dmnn.create_model("dmnn_resnet50", num_sub_blocks=4).blocks
-    assert sorted({b.path_width for b in blocks}) == [24, 48, 96, 192]
+    assert sorted({b.sub_block_width for b in blocks}) == [24, 48, 96, 192]
     blocks = dmnn.create_model("dmnn_resnet50", num_sub_blocks=2).blocks
-    assert sorted({b.path_width for b in blocks}) == [40, 80, 160, 320]
+    assert sorted({b.sub_block_width for b in blocks}) == [40, 80, 160, 320]
     assert bottleneck_sub_width(64, 1) == 64
 
 
@@ -45,7 +45,7 @@ def test_mobilenetv2_sub_blocks_split_convs_exactly():
     for s, d in zip(static.blocks, dyn.blocks, strict=True):
         conv = lambda m: sum(p.numel() for p in m.parameters() if p.dim() == 4)  # noqa: E731
         assert sum(conv(p) for p in d.paths) == conv(s.paths[0])
-        assert d.path_width * 2 == s.path_width
+        assert d.sub_block_width * 2 == s.sub_block_width
 
 
 @pytest.mark.parametrize(

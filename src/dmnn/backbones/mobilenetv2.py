@@ -76,7 +76,7 @@ def mobilenetv2(
                     paths, shortcut,
                     gate_factory(index, c_in, num_sub_blocks, sub) if gate_factory else None,
                     stage=stage, in_channels=c_in, out_channels=c_out, stride=stride,
-                    path_width=sub,
+                    sub_block_width=sub,
                 )
             )
             c_in = c_out

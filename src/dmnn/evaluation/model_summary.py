@@ -41,7 +41,7 @@ def summarize_model(model: DynamicNet, input_size: int | None = None) -> dict[st
             "out_channels": block.out_channels,
             "stride": block.stride,
             "sub_blocks": block.num_sub_blocks,
-            "sub_block_width": block.path_width,
+            "sub_block_width": block.sub_block_width,
             "gated": block.gate is not None,
             "params": sum(p.numel() for p in block.parameters())
             - sum(p.numel() for p in training_only_parameters([block.gate])),

@@ -60,7 +60,7 @@ class GroupedPlan:
     layers: per position, the N paths' modules (Conv2d, BatchNorm2d, ReLU or ReLU6).
     """
 
-    num_paths: int
+    num_sub_blocks: int
     input_slice: tuple[int, int] | None
     layers: tuple[tuple[nn.Module, ...], ...]
 

@@ -32,7 +32,7 @@ class GatedBlock(nn.Module):
         in_channels: int = 0,
         out_channels: int = 0,
         stride: int = 1,
-        path_width: int = 0,
+        sub_block_width: int = 0,
     ) -> None:
         super().__init__()
         if gate is not None and not isinstance(gate, Gate):
@@ -43,7 +43,7 @@ class GatedBlock(nn.Module):
         self.shortcut = shortcut
         self.gate = gate
         self.post_act = post_act if post_act is not None else nn.Identity()
-        self.stage, self.stride, self.path_width = stage, stride, path_width
+        self.stage, self.stride, self.sub_block_width = stage, stride, sub_block_width
         self.in_channels, self.out_channels = in_channels, out_channels
         self.execution = "auto"
         self.dense_above: list[float] | None = None  # per sub-block, see execution.sparse
@@ -115,7 +115,7 @@ def residual_stages(
                     shortcut,
                     gate_factory(index, c_in, num_sub_blocks, width) if gate_factory else None,
                     post_act=nn.ReLU(inplace=True), stage=stage, in_channels=c_in,
-                    out_channels=c_out, stride=stride, path_width=width,
+                    out_channels=c_out, stride=stride, sub_block_width=width,
                 )
             )
             c_in = c_out
