@@ -30,7 +30,7 @@ def bench_cmd(
         "--data-dir", help="Dataset folder for --checkpoint.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Time the static backbone, DMNN masked-dense and DMNN sparse; report MACs/latency ratios."""
+    """Time the static backbone and the gated model (masked dense, sparse); report the ratios."""
     from ..evaluation.latency import bench, check_bench_args
     from ..registry import model_family
 
@@ -59,11 +59,11 @@ def bench_cmd(
     ms = result["latency_ms"]
     typer.echo(f"{model}  batch {batch}  {result['input_size']}px  rate {rate}  "
                f"{result['threads']} threads  median of {repeats}")
-    for name, label in (("static", "static backbone"), ("twin", "static twin (no controllers)"),
-                        ("all_on_masked", "DMNN all on, masked dense"),
-                        ("all_on_sparse", "DMNN all on, sparse"),
-                        ("masked", f"DMNN r={rate}, masked dense"),
-                        ("sparse", f"DMNN r={rate}, sparse")):
+    for name, label in (("static", "static backbone"), ("twin", "static twin (gates removed)"),
+                        ("all_on_masked", "all on, masked dense"),
+                        ("all_on_sparse", "all on, sparse"),
+                        ("masked", f"r={rate}, masked dense"),
+                        ("sparse", f"r={rate}, sparse")):
         typer.echo(f"  {label:32s} {ms[name]:9.2f} ms")
     typer.echo(f"MACs ratio (sparse / all on)      {result['macs_ratio']:.3f}")
     typer.echo(f"latency ratio (sparse / all on)   {result['latency_ratio']:.3f}"

@@ -27,7 +27,7 @@ def models_cmd(
 def summary_cmd(
     model: Annotated[str, typer.Argument(help="Registered model name (see `dmnn models`).")],
     sub_blocks: Annotated[
-        int | None, typer.Option("--sub-blocks", help="N sub-blocks per block (dmnn_* only).")
+        int | None, typer.Option("--sub-blocks", help="N sub-blocks per block (dmnn_*, twin_*).")
     ] = None,
     input_size: Annotated[
         int | None, typer.Option("--input-size", help="Input height = width in pixels.")
