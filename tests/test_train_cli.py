@@ -23,10 +23,19 @@ def trained(tmp_path_factory):
     return out
 
 
+def tensors_of(json_path, read=False):
+    """The tensor file a checkpoint JSON names (its bytes with ``read``)."""
+    name = json.loads(json_path.read_text())["tensors"]
+    return (json_path.parent / name).read_bytes() if read else name
+
+
 def test_train_writes_everything(trained):
-    for name in ("config.yaml", "metrics.jsonl", "metrics.json", "last.json", "last.safetensors",
-                 "best.json", "best.safetensors"):
+    for name in ("config.yaml", "metrics.jsonl", "metrics.json", "last.json", "best.json"):
         assert (trained / name).is_file(), name
+    for name in ("last", "best"):  # each JSON names its own, versioned tensor file
+        tensors = json.loads((trained / f"{name}.json").read_text())["tensors"]
+        assert (trained / tensors).is_file() and tensors.startswith(f"{name}.")
+        assert len(list(trained.glob(f"{name}.*.safetensors"))) == 1, "old versions removed"
     assert not list(trained.glob(".*.tmp")), "no temp files left behind"
 
 
@@ -50,7 +59,7 @@ def test_eval_reports_and_writes_per_sample_file(trained, tmp_path):
 def test_eval_default_output_sits_beside_the_checkpoint_and_never_overwrites_it(trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    ckpt = [run / "last.json", run / "last.safetensors"]
+    ckpt = [run / "last.json", run / tensors_of(run / "last.json")]
     before = [p.read_bytes() for p in ckpt]
     result = runner.invoke(app, ["eval", str(run / "last.json")])
     assert result.exit_code == 0, result.output
@@ -65,7 +74,7 @@ def test_eval_refuses_a_checkpoint_for_another_architecture(trained, tmp_path):
     meta = json.loads((trained / "last.json").read_text())
     meta["model_kwargs"]["num_sub_blocks"] = 4
     (tmp_path / "x.json").write_text(json.dumps(meta))
-    (tmp_path / "x.safetensors").write_bytes((trained / "last.safetensors").read_bytes())
+    (tmp_path / "x.safetensors").write_bytes(tensors_of(trained / "last.json", read=True))
     meta["tensors"] = "x.safetensors"
     (tmp_path / "x.json").write_text(json.dumps(meta))
     result = runner.invoke(app, ["eval", str(tmp_path / "x.json")])
@@ -75,7 +84,7 @@ def test_eval_refuses_a_checkpoint_for_another_architecture(trained, tmp_path):
 def test_eval_refuses_a_corrupt_tensor_file(trained, tmp_path):
     meta = json.loads((trained / "last.json").read_text())
     (tmp_path / "c.json").write_text(json.dumps(meta | {"tensors": "c.safetensors"}))
-    data = bytearray((trained / "last.safetensors").read_bytes())
+    data = bytearray(tensors_of(trained / "last.json", read=True))
     data[-10] ^= 0xFF
     (tmp_path / "c.safetensors").write_bytes(bytes(data))
     result = runner.invoke(app, ["eval", str(tmp_path / "c.json")])

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 
@@ -58,6 +60,22 @@ def _in(lo: float | None, hi: float | None) -> str:
 def check_rate(value: Any, name: str = "target rate r") -> float:
     """A target rate r in (0, 1]: every method's compute target."""
     return check_number(name, value, 0.0, 1.0, lo_open=True)
+
+
+def check_output(path: Path, option: str, *, folder: bool) -> None:
+    """``path`` can be written (a folder to create or fill, or a file to create or replace):
+    ValueError in one line otherwise, before anything is written."""
+    if str(path) in ("", "."):
+        raise ValueError(f"{option} must name a {'folder' if folder else 'file'}, "
+                         f"got {str(path)!r}")
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "not a folder"
+        raise ValueError(f"{option} {path} exists and is {kind}: pick another path")
+    probe = path if folder else path.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: {probe} is not a writable folder")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:

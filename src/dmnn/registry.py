@@ -142,6 +142,11 @@ def backbone_of(name: str) -> str:
     return _entry(name).backbone
 
 
+def native_input_size(name: str) -> int:
+    """The input side a registered model's backbone was designed for (32 or 224)."""
+    return _BACKBONES[backbone_of(name)].input_size
+
+
 def create_model(name: str, **kwargs: Any) -> DynamicNet:
     """Build a registered model; unknown names and bad keyword arguments raise ValueError."""
     entry = _entry(name)

@@ -19,3 +19,4 @@ class Backbone(NamedTuple):
     name: str
     build: Callable[..., DynamicNet]
     doc: str
+    input_size: int = 224  # the side its stem was designed for (32 for the CIFAR backbones)

@@ -82,6 +82,6 @@ BACKBONES = [
         "resnet50_cifar",
         partial(bottleneck_resnet, (3, 4, 6, 3), imagenet_stem=False, num_classes=10),
         "CIFAR bottleneck ResNet-50 ([3, 4, 6, 3], 3×3 stem, no max-pool), width_mult, 32×32 "
-        "input.",
+        "input.", input_size=32,
     ),
 ]

@@ -61,6 +61,7 @@ BACKBONES = [
     Backbone(
         f"resnet{depth}", partial(cifar_resnet, depth),
         f"CIFAR ResNet-{depth} (basic blocks, widths 16-32-64, option-A shortcuts, 32×32 input).",
+        input_size=32,
     )
     for depth in (20, 32, 56, 110)
 ]

@@ -17,6 +17,7 @@ from ..errors import TrainingError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: it wraps help text, rich cut option names at 80
     help="dmnn: dynamic multi-path networks whose compute savings are real and measured.",
 )
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -28,8 +29,11 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Report bad input (ValueError, FileNotFoundError: exit 2) and runs that cannot go on
-    (TrainingError: exit 1, Ctrl-C 130) as one line instead of a traceback."""
+    """One line instead of a traceback, with one exit-status rule for every command:
+
+    2: bad input, found before anything is written (ValueError, FileNotFoundError, a checkpoint
+    that cannot be read); 1: a run that cannot go on (TrainingError, a failed write such as a
+    full disk); 130: Ctrl-C, anywhere (start-up, data loading, training, calibration)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,6 +43,13 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
         except TrainingError as err:
             fail(str(err).splitlines()[0], err.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted: nothing was saved", 130)
+        except MemoryError:
+            fail("out of memory: lower --batch-size (or --eval-batch-size, --input-size)", 1)
+        except OSError as err:
+            where = f" ({err.filename})" if err.filename else ""
+            fail(f"{err.strerror or err}{where}", 1)
 
     return wrapper
 

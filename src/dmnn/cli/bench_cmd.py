@@ -36,6 +36,8 @@ def bench_cmd(
 
     check_int("repeats", repeats, 1)
     check_int("warmup", warmup, 0)
+    if threads is not None:
+        check_int("threads", threads, 1)
     if checkpoint is not None:
         if model is not None:
             raise ValueError("give either MODEL or --checkpoint (the checkpoint names its model)")

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from ..train.checkpoint import atomic_save_tensors, atomic_write_json, read_checkpoint, with_ext
+from ..checks import check_output
+from ..train.checkpoint import (
+    atomic_save_tensors,
+    atomic_write_json,
+    read_checkpoint,
+    with_ext,
+    writing,
+)
 from .app import fail, friendly, print_json
 
 
@@ -23,19 +30,22 @@ def eval_cmd(
     """Top-1/5, per-sample MACs, execution rates; saves per-sample MACs, gates, predictions."""
     from ..evaluation.restore import load_for_eval, run_eval
 
-    meta, tensors = read_checkpoint(checkpoint)
-    model, data, cfg = load_for_eval(meta, tensors, data_dir, device, source=str(checkpoint))
-    summary, record = run_eval(model, data, cfg, device)
-    # suffixes are appended, never swapped: Path.with_suffix turned the default
-    # "calibrated.eval" into "calibrated.safetensors" and overwrote the checkpoint being read
     base = out if out is not None else with_ext(checkpoint, ".eval")
     per_sample, summary_path = with_ext(base, ".safetensors"), with_ext(base, ".json")
+    check_output(per_sample, "--out", folder=False)
+    check_output(summary_path, "--out", folder=False)
+    meta, tensors = read_checkpoint(checkpoint)
+    # suffixes are appended, never swapped: Path.with_suffix turned the default
+    # "calibrated.eval" into "calibrated.safetensors" and overwrote the checkpoint being read
     ours = {checkpoint.resolve(), (checkpoint.parent / meta["tensors"]).resolve()}
     if per_sample.resolve() in ours or summary_path.resolve() in ours:
         fail(f"--out {base} would overwrite the checkpoint {checkpoint}: pick another path")
-    atomic_save_tensors(per_sample, record.tensors())
-    summary["per_sample_file"] = str(per_sample)
-    atomic_write_json(summary_path, summary)
+    model, data, cfg = load_for_eval(meta, tensors, data_dir, device, source=str(checkpoint))
+    summary, record = run_eval(model, data, cfg, device)
+    with writing(summary_path):
+        atomic_save_tensors(per_sample, record.tensors())
+        summary["per_sample_file"] = str(per_sample)
+        atomic_write_json(summary_path, summary)
     if as_json:
         print_json(summary)
         return

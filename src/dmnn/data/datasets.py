@@ -40,9 +40,9 @@ from dmnn.data.imagefolder import (
     IMAGENET_STD,
     EvalTransform,
     ImageFolderDataset,
-    TrainTransform,
     imagefolder_class_features,
     scan_imagefolder,
+    train_transform,
 )
 from dmnn.data.loaders import AugmentConfig, BatchLoader, TensorBatchLoader, TorchBatchLoader
 from dmnn.errors import DataError
@@ -166,6 +166,8 @@ def resolve_categories(
     text = os.fspath(categories).strip()
     if text.lower() in ("", "default"):
         return default()
+    if text.lower() == "none":  # one category for every class: for models that use none
+        return CategoryMap([0] * len(class_names), ["all"])
     if text.lower() in ("auto", "kmeans"):
         return kmeans_categories(features(), default_k, seed=seed)
     if text.lstrip("+-").isdigit():
@@ -414,7 +416,7 @@ def _imagefolder_bundle(
     train_samples = _limit_samples(index.train, opts["max_train_samples"], seed)
     val_samples = _limit_samples(index.val, opts["max_test_samples"], seed + 1)
     if opts["augment"]:
-        train_tf: Any = TrainTransform(image_size, IMAGENET_MEAN, IMAGENET_STD)
+        train_tf: Any = train_transform(image_size, IMAGENET_MEAN, IMAGENET_STD)
     else:
         train_tf = EvalTransform(image_size, IMAGENET_MEAN, IMAGENET_STD)
     common = {"seed": seed, "num_workers": num_workers, "pin_memory": pin_memory}

@@ -89,6 +89,11 @@ def scan_imagefolder(root: str | os.PathLike[str]) -> ImageFolderIndex:
             f"{only_train[:5]}, only in val: {only_val[:5]}): both splits need the same classes"
         )
     classes = per_split["train"]
+    if len(classes) < 2:
+        raise DataError(
+            f"{root_path} has {len(classes)} class folder ({classes[0]!r}): a classifier needs at "
+            "least 2 classes (one class folder per class under train/ and val/)"
+        )
     samples: dict[str, list[Sample]] = {}
     for split in SPLITS:
         samples[split] = []
@@ -224,6 +229,38 @@ class TrainTransform:
         return normalize(pil_to_tensor(img), self.mean, self.std)
 
 
+SMALL_IMAGE = 64
+"""Up to this side, ImageFolder images are treated like CIFAR's: fit to the size, then the
+pad-and-crop augmentation (RandomResizedCrop's 8 % crops would leave a 32 px image a blur)."""
+
+
+class SmallTrainTransform:
+    """CIFAR-style training transform for small images: shorter side to ``size``, centre crop,
+    zero-pad by ``size // 8``, random ``size`` crop, random flip, normalize."""
+
+    def __init__(self, size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, flip: bool = True) -> None:
+        self.size, self.pad = int(size), max(1, int(size) // 8)
+        self.mean, self.std, self.flip = tuple(mean), tuple(std), flip
+
+    def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = pil_to_tensor(center_crop(resize_shorter(img, self.size), self.size))
+        x = torch.nn.functional.pad(x, (self.pad,) * 4)
+        top, left = _randint(0, 2 * self.pad, generator), _randint(0, 2 * self.pad, generator)
+        x = x[:, top:top + self.size, left:left + self.size]
+        if self.flip and _uniform(0.0, 1.0, generator) < 0.5:
+            x = x.flip(-1)
+        return normalize(x, self.mean, self.std)
+
+
+def train_transform(size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD) -> Callable:
+    """The training transform for images of side ``size`` (small: CIFAR-style)."""
+    if size <= SMALL_IMAGE:
+        return SmallTrainTransform(size, mean, std)
+    return TrainTransform(size, mean, std)
+
+
 class EvalTransform:
     """ImageNet evaluation transform: shorter side to ``size*256/224``, center crop, normalize."""
 
@@ -234,7 +271,8 @@ class EvalTransform:
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         self.size = int(size)
-        self.resize = int(size * 256 / 224)
+        # small images are fitted as they are (CIFAR's test images), large ones with a margin
+        self.resize = self.size if self.size <= SMALL_IMAGE else int(size * 256 / 224)
         self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:

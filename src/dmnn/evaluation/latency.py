@@ -21,6 +21,7 @@ from ..checks import check_int, check_number
 from ..execution.forcing import force_gates
 from ..network.block import blocks_patched
 from ..network.dynamic_net import DynamicNet
+from ..network.memory import check_fits, inference_bytes
 from ..registry import backbone_of, create_model, method_of
 
 
@@ -119,6 +120,8 @@ def bench(
     all_on = None if natural else "on"
     size = input_size or dmnn.default_input_size
     table = dmnn.macs_table(size)
+    check_fits(inference_bytes(dmnn, (size, size), batch) * 3,  # three variants' outputs alive
+               f"bench at {size} px, batch {batch}", "lower --input-size or --batch")
     x = torch.randn(batch, dmnn.in_chans, size, size, generator=torch.Generator().manual_seed(seed))
 
     def twin() -> torch.Tensor:

@@ -6,12 +6,13 @@ from typing import Any
 
 from torch import Tensor
 
-from ..data import DataBundle, load_dataset
+from ..data import DataBundle
 from ..errors import CheckpointError
 from ..network.dynamic_net import DynamicNet
 from ..registry import create_model
 from ..train.checkpoint import load_weights
 from ..train.config import TrainConfig
+from ..train.data import load_run_data
 from ..train.device import pick_device
 from .metrics import EvalRecord, collect, summarize_record
 
@@ -28,11 +29,7 @@ def load_for_eval(
     if data_dir is not None:
         cfg.data_dir = data_dir
     dev = pick_device(device)
-    data = load_dataset(
-        cfg.dataset, cfg.data_dir, categories=cfg.categories, batch_size=cfg.batch_size,
-        eval_batch_size=cfg.eval_batch_size, num_workers=cfg.workers, seed=cfg.seed,
-        max_test_samples=cfg.max_test_samples,
-    )
+    data = load_run_data(cfg)
     model = create_model(meta["model"], **meta["model_kwargs"])
     if (model.num_classes, model.in_chans) != (data.num_classes, data.in_chans):
         raise CheckpointError(

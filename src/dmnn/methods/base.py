@@ -174,6 +174,11 @@ class Method:
         """The training loss; ``total_steps`` (epochs × steps per epoch) sizes adaptive steps."""
         return ClassificationLoss(cfg.loss.alpha_cls)
 
+    def uses_categories(self, cfg: TrainConfig) -> bool:
+        """Whether training needs the coarse categories (else a default grouping that does not
+        fit the dataset only costs its per-category report, not the run)."""
+        return False
+
     def train_copies(self, cfg: TrainConfig) -> int:
         """Augmented copies of every training sample per batch."""
         return 1

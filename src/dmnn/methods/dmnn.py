@@ -306,6 +306,9 @@ class DMNN(Method):
     def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
         return DMNNLoss(cfg.loss)
 
+    def uses_categories(self, cfg: TrainConfig) -> bool:
+        return cfg.loss.category_supervision
+
     def calibration_metric(self, cfg: TrainConfig) -> str:
         """The MACs ratio that the resource loss holds at r, over ``macs_scope``."""
         return "macs_ratio" if cfg.loss.macs_scope == "network" else "macs_ratio_dynamic"

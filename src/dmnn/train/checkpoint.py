@@ -1,18 +1,26 @@
-"""Checkpoints: safetensors for tensors, JSON for everything else, both written atomically.
+"""Checkpoints: safetensors for tensors, JSON for everything else, committed as one.
 
-A checkpoint ``NAME`` is ``NAME.safetensors`` (model weights, optimizer buffers, RNG states) and
-``NAME.json`` (model name and options, epoch, config, optimizer hyper-parameters, scheduler
-position, metrics, and the SHA-256 of the tensor file). The JSON is written last, so a checkpoint
-whose JSON exists is complete; loading checks the hash. Nothing is ever unpickled.
+A checkpoint ``NAME`` is ``NAME.json`` (model name and options, epoch, config, optimizer
+hyper-parameters, scheduler position, metrics, the name and SHA-256 of its tensor file) and the
+tensor file it names, ``NAME.<hash>.safetensors`` (model weights, optimizer buffers, RNG states).
+A save writes the new tensor file under its own name first, then renames the new JSON over the
+old one (the commit point), then removes the tensor file the old JSON named. A crash at any
+instant therefore leaves a JSON naming a complete tensor file: the old pair or the new one.
+Leftover temp files and orphaned tensor files are removed by the next save (:func:`tidy`).
+Checkpoints written before versioned names (``NAME.safetensors``) load as before. Nothing is ever
+unpickled.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import random
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +29,49 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, TrainingError
 from ..network.gate import Gate
 
 FORMAT = "dmnn-checkpoint/1"
+
+FAULT: Callable[[str, Path], None] | None = None
+"""Fault injection for tests: called with each step of a save ("tensors-written",
+"tensors-renamed", "json-renamed", "tidied") and the checkpoint's JSON path; a test makes it
+kill the process there (tests/test_faults.py)."""
+
+
+def _step(name: str, json_path: Path) -> None:
+    if FAULT is not None:
+        FAULT(name, json_path)
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A failed write (a full disk, a file-size limit, a read-only folder) as one line naming
+    the path, instead of a traceback."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            why = "the disk is full"
+        elif err.errno == errno.EFBIG:
+            why = "a file-size limit was reached"
+        else:
+            why = err.strerror or str(err)
+        raise TrainingError(f"cannot write {path}: {why}") from None
+
+
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _temp_beside(path: Path) -> tuple[int, str]:
     """A temp file next to ``path`` (same filesystem, so the rename is atomic), mode 0666&~umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, _umask_mode())
     return fd, tmp
 
 
@@ -55,18 +93,76 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
-    """Save a safetensors file atomically; returns its SHA-256."""
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[str, str]:
+    """The tensors in a fsynced temp file beside ``path`` (honouring the umask: safetensors
+    creates its file 0600); returns (temp path, SHA-256)."""
     fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-        digest = _sha256(Path(tmp))
+        os.chmod(tmp, _umask_mode())
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        return tmp, _sha256(Path(tmp))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Save a safetensors file atomically; returns its SHA-256."""
+    tmp, digest = _write_tensors(path, tensors)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return digest
+
+
+def tidy(base: Path, keep: str | None) -> None:
+    """Remove what interrupted saves of checkpoint ``base`` left: temp files, and tensor files of
+    this checkpoint other than ``keep`` (the one its JSON names)."""
+    name = base.name
+    for path in base.parent.glob(f".{name}.*.tmp"):
+        path.unlink(missing_ok=True)
+    for path in base.parent.glob(f"{glob_escape(name)}*.safetensors"):
+        if path.name == keep:
+            continue
+        middle = path.name[len(name):-len(".safetensors")]
+        # NAME.safetensors (the old naming) or NAME.<16 hex>.safetensors, nothing else
+        if middle == "" or (len(middle) == 17 and middle[0] == "."
+                            and all(c in "0123456789abcdef" for c in middle[1:])):
+            path.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def repair(base: Path) -> bool:
+    """Finish what an interrupted save of checkpoint ``base`` left: put a complete temp JSON in
+    place of an inconsistent pair, then :func:`tidy`. Leaves a checkpoint it cannot make sense of
+    alone (never deletes the only copy). Returns whether ``base`` is a complete checkpoint."""
+    json_path = with_ext(base, ".json")
+    try:
+        meta = read_meta(json_path) if json_path.is_file() else None
+    except CheckpointError:
+        return False
+    if meta is None or _verified(json_path, meta) is not None:
+        rescued = _interrupted_save(json_path)
+        if rescued is None:
+            return False
+        os.replace(rescued[0], json_path)
+        meta = rescued[1]
+    tidy(with_ext(base, ""), keep=meta["tensors"])
+    return True
+
+
+def remove_checkpoint(base: Path) -> None:
+    """Delete checkpoint ``base`` (its JSON first, so it is never half there)."""
+    with_ext(base, ".json").unlink(missing_ok=True)
+    tidy(base, keep=None)
 
 
 def _sha256(path: Path) -> str:
@@ -151,10 +247,21 @@ def save_checkpoint(
         meta["scheduler"] = {"last_epoch": scheduler.last_epoch}
     rng_tensors, meta["rng"] = rng_state()
     tensors.update(rng_tensors)
-    tensor_path, json_path = with_ext(base, ".safetensors"), with_ext(base, ".json")
-    meta["sha256"] = atomic_save_tensors(tensor_path, tensors)
-    meta["tensors"] = tensor_path.name
-    atomic_write_json(json_path, meta)
+    json_path = with_ext(base, ".json")
+    tmp, digest = _write_tensors(json_path, tensors)
+    _step("tensors-written", json_path)
+    tensor_path = with_ext(base, f".{digest[:16]}.safetensors")
+    try:
+        os.replace(tmp, tensor_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _step("tensors-renamed", json_path)
+    meta["sha256"], meta["tensors"] = digest, tensor_path.name
+    atomic_write_json(json_path, meta)  # the commit point
+    _step("json-renamed", json_path)
+    tidy(with_ext(base, ""), keep=tensor_path.name)
+    _step("tidied", json_path)
     return json_path
 
 
@@ -165,24 +272,86 @@ def with_ext(base: str | Path, ext: str) -> Path:
     return Path(name + ext)
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a checkpoint given its .json, .safetensors or base path."""
-    json_path = with_ext(Path(path), ".json")
-    if not json_path.is_file():
-        raise CheckpointError(
-            f"checkpoint {json_path} not found: pass the .json written by `dmnn train`"
-        )
+def read_meta(json_path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON, checked to be one (its tensors are not read)."""
     try:
         meta = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"checkpoint {json_path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {json_path}: {err.strerror}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path} is not a dmnn checkpoint (format {FORMAT} expected)")
+    name = meta.get("tensors")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise CheckpointError(f"{json_path} names no tensor file ('tensors' must be a file name "
+                              f"beside it, got {name!r})")
+    return meta
+
+
+def _verified(json_path: Path, meta: dict[str, Any]) -> str | None:
+    """Why the tensor file ``meta`` names is unusable, or None when it is complete."""
     tensor_path = json_path.parent / meta["tensors"]
     if not tensor_path.is_file():
-        raise CheckpointError(f"checkpoint tensors {tensor_path} are missing")
-    if _sha256(tensor_path) != meta.get("sha256"):
-        raise CheckpointError(f"checkpoint tensors {tensor_path} do not match their hash: corrupt")
+        return f"checkpoint tensors {tensor_path} are missing"
+    try:
+        digest = _sha256(tensor_path)
+    except OSError as err:
+        return f"cannot read {tensor_path}: {err.strerror}"
+    if digest != meta.get("sha256"):
+        return f"checkpoint tensors {tensor_path} do not match their hash: corrupt"
+    return None
+
+
+def _interrupted_save(json_path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """A complete checkpoint that an interrupted save left as a temp JSON beside ``json_path``
+    (the newest one whose tensors check out), or None."""
+    found = []
+    for tmp in json_path.parent.glob(f".{glob_escape(json_path.name)}.*.tmp"):
+        try:  # tensor temp files share the prefix: only small files that open a JSON object
+            if tmp.stat().st_size > 1 << 26:
+                continue
+            with open(tmp, "rb") as fh:
+                if fh.read(1) != b"{":
+                    continue
+            meta = read_meta(tmp)
+        except (OSError, CheckpointError):
+            continue
+        if _verified(json_path, meta) is None:
+            found.append((tmp.stat().st_mtime, tmp, meta))
+    return max(found, key=lambda f: f[0])[1:] if found else None
+
+
+def recoverable(json_path: Path) -> bool:
+    """Whether a crash left checkpoint ``json_path`` restorable though it is not in place."""
+    return _interrupted_save(json_path) is not None
+
+
+def read_checkpoint(
+    path: str | Path, *, repair: bool = False
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a checkpoint given its .json, .safetensors or base path.
+
+    If the pair is inconsistent because a save was interrupted (a checkpoint written by an
+    older dmnn could be left so) and that save's complete JSON sits beside it as a temp file,
+    that one is used; ``repair`` also renames it into place (what ``--resume`` does)."""
+    json_path = with_ext(Path(path), ".json")
+    if json_path.is_dir():
+        raise CheckpointError(f"{json_path} is a folder: pass the .json written by `dmnn train`")
+    if not json_path.is_file():
+        raise CheckpointError(
+            f"checkpoint {json_path} not found: pass the .json written by `dmnn train`"
+        )
+    meta = read_meta(json_path)
+    problem = _verified(json_path, meta)
+    if problem is not None:
+        rescued = _interrupted_save(json_path)
+        if rescued is None:
+            raise CheckpointError(problem)
+        tmp, meta = rescued
+        if repair:
+            os.replace(tmp, json_path)
+    tensor_path = json_path.parent / meta["tensors"]
     try:
         tensors = load_file(str(tensor_path))
     except Exception as err:  # safetensors raises its own error types

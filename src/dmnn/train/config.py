@@ -19,7 +19,7 @@ import yaml
 
 from ..checks import check_fields, field_types, option
 from ..methods.base import LossConfig, Method
-from ..registry import list_methods, list_models, method_of
+from ..registry import list_methods, list_models, method_of, native_input_size
 
 SCHEDULES = ("cosine", "multistep")
 ALIASES = {"sub_blocks": "num_sub_blocks"}
@@ -58,8 +58,11 @@ class TrainConfig:
     dataset: str = option("digits", help="digits | cifar10 | cifar100 | imagefolder")
     data_dir: str | None = option(None, resume=True, help="Dataset folder.")
     categories: str | int | None = option(None, help=(
-        "Category map: K (k-means), 'auto', or a JSON file."))
+        "Category map: K (k-means), 'auto', 'none' (one category), or a JSON file."))
     workers: int = option(0, min=0, resume=True, help="DataLoader workers.")
+    image_size: int | None = option(None, min=8, help=(
+        "imagefolder: image side in pixels (default: the model's own input, 32 for the CIFAR "
+        "backbones, 224 for the ImageNet ones; up to 64 px CIFAR-style augmentation)."))
     copies: int = option(2, min=1, help="DRNet: augmented copies of every training sample (M).")
     max_train_samples: int | None = option(None, min=1, help="Use only this many training images.")
     max_test_samples: int | None = option(None, min=1, help="Use only this many test images.")
@@ -79,7 +82,7 @@ class TrainConfig:
     # losses (eqn 16)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     # run
-    seed: int = option(0, help="Random seed.")
+    seed: int = option(0, min=0, help="Random seed.")
     device: str = option("cpu", resume=True, help="cpu | cuda | auto")
     threads: int | None = option(None, min=1, resume=True, help="CPU threads.")
     deterministic: bool = option(False, help="torch deterministic algorithms.")
@@ -93,6 +96,10 @@ class TrainConfig:
     @property
     def method(self) -> Method:
         return method_of(self.model)
+
+    def data_image_size(self) -> int:
+        """The side ImageFolder images are served at: ``image_size``, else the model's own."""
+        return self.image_size or native_input_size(self.model)
 
     def validate(self) -> None:
         """Types and ranges of every field, then the rules between fields and the method's own."""
@@ -197,6 +204,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"config file {p} is a folder: pass a YAML file")
     if not p.is_file():
         raise ValueError(f"config file {p} not found")
     try:

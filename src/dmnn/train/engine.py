@@ -12,12 +12,14 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..data import DataBundle, load_dataset
+from ..checks import check_output
+from ..data import DataBundle
 from ..errors import TrainingError, TrainingInterrupted
 from ..evaluation.metrics import collect, summarize_record
 from ..network.dynamic_net import DynamicNet
 from ..network.gate import set_gate_noise
 from ..network.gumbel import noise_schedule
+from ..network.memory import check_fits, inference_bytes, training_bytes
 from ..registry import create_model
 from .calibration import calibrate_gates
 from .checkpoint import (
@@ -25,10 +27,16 @@ from .checkpoint import (
     atomic_write_json,
     load_weights,
     read_checkpoint,
+    read_meta,
+    recoverable,
+    remove_checkpoint,
+    repair,
     restore_training,
     save_checkpoint,
+    writing,
 )
 from .config import TrainConfig, resolve_config
+from .data import load_run_data, say
 from .device import pick_device
 from .schedule import lr_factor
 
@@ -63,17 +71,19 @@ class Trainer:
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
-        self.data = load_dataset(
-            cfg.dataset, cfg.data_dir, categories=cfg.categories, batch_size=cfg.batch_size,
-            eval_batch_size=cfg.eval_batch_size, num_workers=cfg.workers, seed=cfg.seed,
-            copies=cfg.method.train_copies(cfg), max_train_samples=cfg.max_train_samples,
-            max_test_samples=cfg.max_test_samples,
-            device=self.device if self.device.type != "cpu" else None,
-        )
+        self.data = load_run_data(cfg, self.device)
         self.model_kwargs = model_kwargs(self.cfg, self.data)
         self.model: DynamicNet = create_model(cfg.model, **self.model_kwargs).to(self.device)
         self.input_size = self.data.input_size
         self.model.macs_table(self.input_size)  # fail early on an input the model cannot take
+        if self.device.type == "cpu":
+            size = (self.input_size, self.input_size)
+            batch = cfg.batch_size * cfg.method.train_copies(cfg)
+            check_fits(training_bytes(self.model, size, batch),
+                       f"training {cfg.model} at {self.input_size} px, batch {cfg.batch_size}",
+                       "lower --batch-size (or --image-size)")
+            check_fits(inference_bytes(self.model, size, cfg.eval_batch_size),
+                       f"evaluating at batch {cfg.eval_batch_size}", "lower --eval-batch-size")
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
@@ -86,6 +96,7 @@ class Trainer:
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
         )
         self.state = RunState()
+        self.pending: dict[str, Any] | None = None  # an epoch trained but not yet evaluated
         self.writer = None
 
     # --- files ---------------------------------------------------------------------------------
@@ -93,36 +104,69 @@ class Trainer:
     def last_path(self) -> Path:
         return self.out / "last.json"
 
+    def has_checkpoint(self) -> bool:
+        """Whether ``last`` can be resumed (also from a save a crash interrupted)."""
+        return self.last_path.is_file() or recoverable(self.last_path)
+
     def check_out(self, resume: bool) -> None:
-        """Fail before any work if the output folder does not fit ``resume``."""
-        if resume and not self.last_path.is_file():
+        """Fail before any work if the output folder does not fit ``resume`` (nothing written)."""
+        check_output(self.out, "--out", folder=True)
+        started = (self.out / "metrics.jsonl").exists() or (self.out / "config.yaml").exists()
+        if resume and not self.has_checkpoint() and not started:
             raise TrainingError(f"--resume: no checkpoint {self.last_path} to resume from")
-        if not resume and (self.last_path.exists() or (self.out / "metrics.jsonl").exists()):
+        if resume and self.last_path.is_file():
+            trained = read_meta(self.last_path)["extra"]["state"]["epoch"]
+            if trained > self.cfg.epochs:
+                raise ValueError(
+                    f"--epochs {self.cfg.epochs} is fewer than the {trained} epochs {self.out} "
+                    f"has trained: pass --epochs {trained} or more")
+        if not resume and (self.has_checkpoint() or (self.out / "metrics.jsonl").exists()):
+            then = ("continue it" if self.has_checkpoint()
+                    else "start it over (it has no checkpoint yet)")
             raise TrainingError(
-                f"{self.out} already holds a run: pass --resume to continue it, or another --out"
+                f"{self.out} already holds a run: pass --resume to {then}, or another --out"
             )
 
     def prepare_out(self, resume: bool) -> None:
         self.check_out(resume)
-        if resume:
+        if resume and self.has_checkpoint():
             self.load_last()
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(
-            self.out / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=True).encode()
-        )
-        self._truncate_metrics()
+        elif resume:
+            say(f"{self.out} has no checkpoint yet (the run stopped during its first epoch): "
+                "starting it over")
+        with writing(self.out / "config.yaml"):
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.out / "config.yaml",
+                               yaml.safe_dump(self.cfg.to_dict(), sort_keys=True).encode())
+            self._truncate_metrics()
+        for name in ("last", "best", "calibrated"):
+            repair(self.out / name)
+        remove_checkpoint(self.out / "interrupted")  # stale once the run goes on from last
 
     def _truncate_metrics(self) -> None:
-        """Drop metrics lines of epochs past the checkpoint (they will be redone)."""
+        """Drop metrics lines of epochs past the checkpoint (they will be redone: also the epoch
+        that is trained but not yet closed) and a half-written line a crash left."""
         path = self.out / "metrics.jsonl"
         if not path.exists():
             return
-        kept = [ln for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["epoch"] <= self.state.epoch]
+        done = self.state.epoch - (1 if self.pending is not None else 0)
+        kept, broken = [], 0
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                epoch = json.loads(line)["epoch"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                broken += 1
+                continue
+            if epoch <= done:
+                kept.append(line)
+        if broken:
+            say(f"{path}: dropped {broken} half-written line(s) a crash left")
         atomic_write_bytes(path, ("\n".join(kept) + "\n" if kept else "").encode())
 
     def load_last(self) -> None:
-        meta, tensors = read_checkpoint(self.last_path)
+        meta, tensors = read_checkpoint(self.last_path, repair=True)
         if meta["model"] != self.cfg.model or meta["model_kwargs"] != self.model_kwargs:
             raise TrainingError(
                 f"{self.last_path} was trained as {meta['model']} {meta['model_kwargs']}, "
@@ -131,24 +175,26 @@ class Trainer:
         load_weights(self.model, tensors, str(self.last_path))
         restore_training(meta, tensors, self.optimizer, self.scheduler)
         self.state = RunState(**meta["extra"]["state"])
+        self.pending = meta["extra"].get("pending")
         if meta["extra"].get("loss_state"):
             self.loss.load_state_dict(meta["extra"]["loss_state"])
 
     def save(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
-        return save_checkpoint(
-            self.out / name, self.model, model_name=self.cfg.model,
-            model_kwargs=self.model_kwargs, optimizer=self.optimizer, scheduler=self.scheduler,
-            epoch=self.state.epoch,
-            extra={
-                "state": vars(self.state).copy(), "config": self.cfg.to_dict(),
-                "data": self.data.spec.to_dict(), "input_size": self.input_size,
-                "loss_state": self.loss.state_dict(),
-                "metrics": metrics or {},
-            },
-        )
+        with writing(self.out / f"{name}.json"):
+            return save_checkpoint(
+                self.out / name, self.model, model_name=self.cfg.model,
+                model_kwargs=self.model_kwargs, optimizer=self.optimizer,
+                scheduler=self.scheduler, epoch=self.state.epoch,
+                extra={
+                    "state": vars(self.state).copy(), "config": self.cfg.to_dict(),
+                    "data": self.data.spec.to_dict(), "input_size": self.input_size,
+                    "loss_state": self.loss.state_dict(),
+                    "metrics": metrics or {}, "pending": self.pending,
+                },
+            )
 
     def log(self, record: dict[str, Any]) -> None:
-        with open(self.out / "metrics.jsonl", "a") as fh:
+        with writing(self.out / "metrics.jsonl"), open(self.out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for key, value in record.items():
@@ -179,9 +225,11 @@ class Trainer:
                 logits, routing = model(x, return_routing=True)
             out = self.loss(logits, routing, y, c)
             if not torch.isfinite(out.total):
+                last = (f"the last good checkpoint is {self.last_path}" if self.has_checkpoint()
+                        else "no epoch had finished, so there is no checkpoint")
                 raise TrainingError(
                     f"loss became {out.total.item()} at epoch {epoch + 1}, "
-                    f"step {self.state.step + 1}; the last good checkpoint is {self.last_path}"
+                    f"step {self.state.step + 1}; {last}"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             out.total.backward()
@@ -226,38 +274,56 @@ class Trainer:
         cfg = self.cfg
         metrics: dict[str, Any] = {}
         try:
+            if self.pending is not None:  # resumed between an epoch's training and its test
+                metrics = self.close_epoch()
             for epoch in range(self.state.epoch, cfg.epochs):
                 start = time.perf_counter()
                 train = self.train_epoch(epoch)
                 self.state.train_seconds += time.perf_counter() - start
-                test = self.evaluate()
                 self.state.epoch = epoch + 1
-                record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], **train}
-                record.update({f"test_{k}": v for k, v in test.items()
-                               if isinstance(v, int | float)})
-                record["train_seconds"] = self.state.train_seconds
-                self.log(record)
-                best = test["top1"] > self.state.best_top1
-                if best:
-                    self.state.best_top1 = test["top1"]
-                self.save("last", test)
-                if best:
-                    self.save("best", test)
-                metrics = test
-                tqdm.write(
-                    f"epoch {epoch + 1}/{cfg.epochs}  loss {train['train_loss']:.4f}  "
-                    f"train {train['train_top1']:.4f}  test top1 {test['top1']:.4f}  "
-                    f"MACs ratio {test['macs_ratio']:.3f}  ({self.state.train_seconds:.0f}s)"
-                )
+                self.pending = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                                **train, "train_seconds": self.state.train_seconds}
+                self.save("last")  # the epoch is safe before evaluation can fail (a bad image)
+                metrics = self.close_epoch()
         except KeyboardInterrupt:
-            path = self.save("interrupted")
-            then = (f"`--resume` continues after epoch {self.state.epoch} ({self.last_path})"
-                    if self.last_path.is_file() else
-                    "no epoch had finished, so a new run starts from scratch")
-            raise TrainingInterrupted(f"interrupted: weights saved to {path}; {then}") from None
+            raise TrainingInterrupted(self.interrupted()) from None
         finally:
             self.writer.close()
         return self.finish(metrics)
+
+    def close_epoch(self) -> dict[str, Any]:
+        """Evaluate the epoch in ``pending``, log it, then commit best (first) and last."""
+        assert self.pending is not None
+        test = self.evaluate()
+        record = dict(self.pending)
+        record.update({f"test_{k}": v for k, v in test.items() if isinstance(v, int | float)})
+        record["train_seconds"] = self.pending["train_seconds"]
+        self.log(record)
+        self.pending = None
+        if test["top1"] > self.state.best_top1:
+            self.state.best_top1 = test["top1"]
+            self.save("best", test)  # before last: last's best_top1 never runs ahead of best.*
+        self.save("last", test)
+        remove_checkpoint(self.out / "interrupted")
+        tqdm.write(
+            f"epoch {record['epoch']}/{self.cfg.epochs}  loss {record['train_loss']:.4f}  "
+            f"train {record['train_top1']:.4f}  test top1 {test['top1']:.4f}  "
+            f"MACs ratio {test['macs_ratio']:.3f}  ({self.state.train_seconds:.0f}s)"
+        )
+        return test
+
+    def interrupted(self) -> str:
+        """Ctrl-C: save the weights as they are, say what was saved and how to go on."""
+        try:
+            path = self.save("interrupted")
+        except KeyboardInterrupt:
+            path = None
+        saved = (f"weights saved to {path}" if path
+                 else "a second Ctrl-C stopped saving the weights (interrupted again)")
+        then = (f"`--resume` continues after epoch {self.state.epoch} ({self.last_path})"
+                if self.has_checkpoint() else
+                "no epoch had finished, so `--resume` starts the run over")
+        return f"interrupted: {saved}; {then}"
 
     def finish(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
         """Calibrate the gates (if configured), evaluate, write metrics.json.
@@ -271,13 +337,18 @@ class Trainer:
         calibration: dict[str, Any] | None = None
         if metric is not None:
             uncalibrated = metrics or self.evaluate()
-            result = calibrate_gates(
-                self.model,
-                self.data.plain_train_subset(cfg.calibration_samples, cfg.eval_batch_size,
-                                             cfg.seed),
-                cfg.target_rate, input_size=self.input_size, metric=metric, device=self.device,
-                progress=self.progress,
-            )
+            try:
+                result = calibrate_gates(
+                    self.model,
+                    self.data.plain_train_subset(cfg.calibration_samples, cfg.eval_batch_size,
+                                                 cfg.seed),
+                    cfg.target_rate, input_size=self.input_size, metric=metric,
+                    device=self.device, progress=self.progress,
+                )
+            except KeyboardInterrupt:
+                raise TrainingInterrupted(
+                    f"interrupted during gate calibration: the trained weights are in "
+                    f"{self.last_path}; `--resume` finishes the calibration") from None
             metrics = self.evaluate()
             self.save("calibrated", metrics)
             calibration = {
@@ -298,7 +369,8 @@ class Trainer:
             "epochs": self.state.epoch, "train_seconds": self.state.train_seconds,
             "best_top1": self.state.best_top1, **metrics, "calibration": calibration,
         }
-        atomic_write_json(self.out / "metrics.json", final)
+        with writing(self.out / "metrics.json"):
+            atomic_write_json(self.out / "metrics.json", final)
         return final
 
 
