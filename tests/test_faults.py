@@ -302,3 +302,13 @@ def test_ctrl_c_anywhere_is_exit_130_and_one_line(tmp_path, monkeypatch):
     last = result.stderr.strip().splitlines()[-1]
     assert result.exit_code == 130 and "interrupted again" in last and "--resume" in last
     shutil.rmtree(tmp_path / "c")
+
+
+def test_a_data_error_from_a_loader_worker_keeps_our_message():
+    from dmnn.errors import DataError
+
+    wrapped = ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most "
+               "recent call last):\n  File \"x.py\", line 1\ndmnn.errors.DataError: cannot read "
+               "image /d/val/dog/3.png (OSError: broken): remove or replace the file\n")
+    assert str(DataError(wrapped)) == ("cannot read image /d/val/dog/3.png (OSError: broken): "
+                                       "remove or replace the file")

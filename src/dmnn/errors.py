@@ -12,9 +12,14 @@ class DataError(ValueError):
     """Bad data input (missing folder, corrupt file, bad category JSON, ...)."""
 
     def __init__(self, message: object) -> None:
+        text = str(message)
+        # a DataLoader worker re-raises ours as "Caught DataError in DataLoader worker …
+        # Original Traceback …  DataError: <our message>": keep our message
+        if "Original Traceback" in text and "DataError: " in text:
+            text = text.rsplit("DataError: ", 1)[1]
         # Collapse whitespace so even wrapped causes (e.g. str(exc) of a parser error) stay on
         # one line when the CLI prints them.
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(" ".join(text.split()))
 
 
 class CheckpointError(ValueError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -48,11 +50,11 @@ def bench_cmd(
     model_family(model)  # unknown names fail here
     check_bench_args(model, rate, batch, input_size)
     kwargs = {"num_sub_blocks": sub_blocks} if sub_blocks is not None else {}
-    bar = tqdm(total=repeats + warmup, desc="bench", leave=False, disable=None)
+    bar = Progress(repeats + warmup)
     result = bench(
         model, rate=rate, batch=batch, input_size=input_size, threads=threads, repeats=repeats,
         warmup=warmup, seed=seed, model_kwargs=kwargs,
-        progress=lambda i, n: bar.update(1),
+        progress=bar,
     )
     bar.close()
     if as_json:
@@ -74,6 +76,27 @@ def bench_cmd(
     typer.echo(f"controller overhead               {result['controller_overhead']:+.1%}")
 
 
+class Progress:
+    """A bar on a terminal, and everywhere one line after the first round saying how long the
+    whole benchmark will take when that is more than half a minute (224 px at batch 32 with the
+    default repeats takes minutes)."""
+
+    def __init__(self, rounds: int) -> None:
+        self.bar = tqdm(total=rounds, desc="bench", leave=False, disable=None)
+        self.start = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.update(1)
+        if done == 1:
+            left = (time.perf_counter() - self.start) * (total - 1)
+            if left > 30:
+                tqdm.write(f"bench: about {left / 60:.1f} min more for {total - 1} rounds "
+                           "(--repeats shortens it)", file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def bench_checkpoint(
     path: Path, data_dir: str | None, batch: int, threads: int | None, repeats: int,
     warmup: int, as_json: bool,
@@ -87,10 +110,10 @@ def bench_checkpoint(
     meta, tensors = read_checkpoint(path)
     model, data, _ = load_for_eval(meta, tensors, data_dir, "cpu", source=str(path))
     images = gather_images(data.test, batch * (warmup + repeats))
-    bar = tqdm(total=repeats + warmup, desc="bench", leave=False, disable=None)
+    bar = Progress(repeats + warmup)
     result = bench_trained(
         model, meta["model"], images, model_kwargs=meta["model_kwargs"], batch=batch,
-        repeats=repeats, warmup=warmup, threads=threads, progress=lambda i, n: bar.update(1),
+        repeats=repeats, warmup=warmup, threads=threads, progress=bar,
     )
     bar.close()
     result["checkpoint"] = str(path)
