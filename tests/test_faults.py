@@ -312,3 +312,21 @@ def test_a_data_error_from_a_loader_worker_keeps_our_message():
                "image /d/val/dog/3.png (OSError: broken): remove or replace the file\n")
     assert str(DataError(wrapped)) == ("cannot read image /d/val/dog/3.png (OSError: broken): "
                                        "remove or replace the file")
+
+
+def test_help_keeps_every_option_name_whole_at_80_columns():
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0 and "…" not in result.stdout
+    for flag in ("--router-finetune-epochs", "--calibration-samples", "--noise-anneal-from"):
+        assert flag in result.stdout
+
+
+def test_a_long_benchmark_says_how_long_it_will_take(monkeypatch, capsys):
+    from dmnn.cli import bench_cmd
+
+    clock = iter([0.0, 20.0])  # start, then the first round took 20 s
+    monkeypatch.setattr(bench_cmd.time, "perf_counter", lambda: next(clock))
+    progress = bench_cmd.Progress(23)
+    progress(1, 23)
+    progress.close()
+    assert "about 7.3 min more for 22 rounds" in capsys.readouterr().err
