@@ -67,7 +67,7 @@ def _umask_mode() -> int:
     return 0o666 & ~umask
 
 
-def _temp_beside(path: Path) -> tuple[int, str]:
+def temp_beside(path: Path) -> tuple[int, str]:
     """A temp file next to ``path`` (same filesystem, so the rename is atomic), mode 0666&~umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -77,7 +77,7 @@ def _temp_beside(path: Path) -> tuple[int, str]:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename over ``path``."""
-    fd, tmp = _temp_beside(path)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -96,7 +96,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[str, str]:
     """The tensors in a fsynced temp file beside ``path`` (honouring the umask: safetensors
     creates its file 0600); returns (temp path, SHA-256)."""
-    fd, tmp = _temp_beside(path)
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)

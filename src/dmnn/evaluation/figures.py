@@ -1,0 +1,235 @@
+"""The report's figures (paper Figs. 4–7 for one's own runs), drawn with matplotlib's object API
+(``Figure``, no pyplot: no global state, no display needed).
+
+Every function draws one figure from :class:`~dmnn.evaluation.runs.RunRecord` data, writes it
+atomically and returns the numbers it plotted, so tests can check a figure shows its inputs.
+Outputs are deterministic for the same inputs (no timestamps or random ids in the files).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+
+from ..train.checkpoint import temp_beside
+from .runs import RunRecord
+
+DPI = 100
+MARKERS = {"static": "s", "twin": "D", "dmnn": "o", "aig": "^", "drnet": "v", "lcnet": "P"}
+COLORS = {"static": "tab:gray", "twin": "tab:brown", "dmnn": "tab:blue", "aig": "tab:orange",
+          "drnet": "tab:green", "lcnet": "tab:red"}
+LAMBDA_KEYS = ("train_loss_dual", "train_loss_mu", "train_loss_lambda")
+"""Per-method names of the adaptive multiplier in metrics.jsonl (DMNN λ, DRNet μ, LC-Net λ)."""
+
+
+def save(fig: Figure, path: Path, fmt: str) -> Path:
+    """Write ``fig`` to ``path`` atomically and reproducibly (no date, version or random ids)."""
+    fd, tmp = temp_beside(path)
+    os.close(fd)
+    metadata: dict[str, Any] = ({"Software": None} if fmt == "png"
+                                else {"Date": None, "Creator": None})
+    try:
+        with rc_context({"svg.hashsalt": "dmnn", "svg.fonttype": "none"}):
+            fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def frontier(runs: Sequence[RunRecord], path: Path, fmt: str = "png") -> dict[str, Any]:
+    """Top-1 against mean MACs, one marker per method, static runs joined as the frontier; a
+    second panel against measured latency when bench JSONs are there (Fig. 4)."""
+    latency = [r for r in runs if r.bench]
+    fig = Figure(figsize=(12 if latency else 6.5, 4.8))
+    axes = fig.subplots(1, 2 if latency else 1, squeeze=False)[0]
+    points = {r.name: (r.metrics["macs_mean"] / 1e6, 100 * r.metrics["top1"]) for r in runs}
+    _scatter(axes[0], runs, points, "mean MACs per image (M)")
+    plotted: dict[str, Any] = {"macs": points}
+    if latency:
+        batch = min(b for r in latency for b in r.bench)
+        lat = {r.name: (_latency_ms(r.bench[batch]), 100 * r.metrics["top1"])
+               for r in latency if batch in r.bench}
+        _scatter(axes[1], [r for r in latency if r.name in lat], lat,
+                 f"measured latency at batch {batch} (ms, this CPU)")
+        plotted["latency"] = lat
+    fig.suptitle(f"Accuracy against compute ({runs[0].dataset})")
+    fig.tight_layout()
+    save(fig, path, fmt)
+    return plotted
+
+
+def _latency_ms(bench: dict[str, Any]) -> float:
+    ms = bench["latency_ms"]
+    return float(ms.get("sparse", ms.get("model", ms.get("static"))))
+
+
+def _scatter(ax: Any, runs: Sequence[RunRecord], points: dict[str, tuple[float, float]],
+             xlabel: str) -> None:
+    families = sorted({r.family for r in runs})
+    for family in families:
+        xs = [points[r.name][0] for r in runs if r.family == family]
+        ys = [points[r.name][1] for r in runs if r.family == family]
+        ax.scatter(xs, ys, marker=MARKERS.get(family, "x"), c=COLORS.get(family, "tab:purple"),
+                   s=60, label=family, zorder=3)
+    static = sorted(points[r.name] for r in runs if r.family == "static")
+    if len(static) > 1:
+        ax.plot(*zip(*static, strict=True), "k--", lw=1, label="static frontier", zorder=2)
+    for r in runs:
+        ax.annotate(r.name, points[r.name], textcoords="offset points", xytext=(4, 4),
+                    fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def macs_histogram(run: RunRecord, path: Path, fmt: str = "png", bins: int = 30
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image MACs of a dynamic run, with its mean, the target r and the static MACs (Fig. 5).
+    Returns (counts, bin edges in MACs)."""
+    assert run.per_sample is not None
+    macs = run.per_sample["macs"].astype(np.float64)
+    counts, edges = np.histogram(macs, bins=bins)
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    ax.bar(edges[:-1] / 1e6, counts, width=np.diff(edges) / 1e6, align="edge",
+           color="tab:blue", alpha=0.8)
+    ax.axvline(macs.mean() / 1e6, color="k", lw=1.5, label=f"mean {macs.mean() / 1e6:.1f} M")
+    full = run.metrics.get("macs_full")
+    rate = run.metrics.get("target_rate")
+    if full and rate:
+        ax.axvline(rate * full / 1e6, color="tab:green", ls="--",
+                   label=f"target r = {rate:g} ({rate * full / 1e6:.1f} M)")
+    static = run.static_macs()
+    if static:
+        ax.axvline(static / 1e6, color="tab:red", ls=":", label=f"static {static / 1e6:.1f} M")
+    ax.set_xlabel("MACs per test image (M)")
+    ax.set_ylabel("images")
+    ax.set_title(f"{run.name}: compute per image")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, path, fmt)
+    return counts, edges
+
+
+def exec_heatmap(run: RunRecord, path: Path, fmt: str = "png"
+                 ) -> tuple[list[str], list[str], np.ndarray]:
+    """Execution rate of every sub-block (rows) per category (columns) (Fig. 7): from the
+    per-sample gates where present, else every block's rate from metrics.json."""
+    rows, cols, matrix = exec_rates_by_category(run)
+    fig = Figure(figsize=(max(4.5, 1.2 * len(cols) + 2.5), max(3.0, 0.28 * len(rows) + 1.5)))
+    ax = fig.subplots()
+    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    if matrix.size <= 200:
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                    color="w" if v < 0.5 else "k")
+    fig.colorbar(image, ax=ax, label="execution rate")
+    ax.set_title(f"{run.name}: what runs for which category")
+    fig.tight_layout()
+    save(fig, path, fmt)
+    return rows, cols, matrix
+
+
+def exec_rates_by_category(run: RunRecord) -> tuple[list[str], list[str], np.ndarray]:
+    per_cat = run.metrics.get("exec_rate_category") or {}
+    cols = sorted(per_cat)
+    if run.per_sample is not None and any(k.startswith("gates.") for k in run.per_sample):
+        cats = run.per_sample["categories"]
+        names = cols or [str(c) for c in sorted(set(cats.tolist()))]
+        ids = sorted(set(cats.tolist()))
+        rows, values = [], []
+        blocks = sorted((int(k.split(".")[1]), k) for k in run.per_sample if k.startswith("gates."))
+        for block, key in blocks:
+            gates = run.per_sample[key].astype(np.float64)
+            for n in range(gates.shape[1]):
+                rows.append(f"block {block}.{n}" if gates.shape[1] > 1 else f"block {block}")
+                values.append([gates[cats == c, n].mean() for c in ids])
+        return rows, names if len(names) == len(ids) else [str(c) for c in ids], np.array(values)
+    blocks = sorted({k for c in cols for k in per_cat[c] if k.isdigit()}, key=int)
+    matrix = np.array([[per_cat[c][b] for c in cols] for b in blocks], dtype=np.float64)
+    return [f"block {b}" for b in blocks], cols, matrix
+
+
+def easy_and_hard(run: RunRecord, images: np.ndarray, class_names: Sequence[str], path: Path,
+                  fmt: str = "png", classes: int = 4, per_side: int = 3) -> dict[int, Any]:
+    """For a few classes, the test images with the least and the most MACs (Fig. 6). ``images``
+    (n, H, W, C) in [0, 1], in the order of the per-sample records."""
+    assert run.per_sample is not None
+    macs, labels = run.per_sample["macs"].astype(np.float64), run.per_sample["labels"]
+    chosen = sorted(set(labels.tolist()))[:classes]
+    fig = Figure(figsize=(2 * per_side * 1.2 + 0.6, 1.45 * len(chosen) + 0.6))
+    axes = fig.subplots(len(chosen), 2 * per_side, squeeze=False)
+    shown: dict[int, Any] = {}
+    for row, label in enumerate(chosen):
+        idx = np.flatnonzero(labels == label)
+        order = idx[np.argsort(macs[idx], kind="stable")]
+        picks = list(order[:per_side]) + list(order[-per_side:])
+        shown[label] = picks
+        for col, i in enumerate(picks):
+            ax = axes[row][col]
+            ax.imshow(images[i].squeeze(), cmap="gray" if images.shape[-1] == 1 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{macs[i] / 1e6:.1f} M", fontsize=7)
+        name = class_names[label] if label < len(class_names) else str(label)
+        axes[row][0].set_ylabel(name, fontsize=8)
+    fig.suptitle(f"{run.name}: least MACs (left) and most MACs (right)", fontsize=9)
+    fig.tight_layout()
+    save(fig, path, fmt)
+    return shown
+
+
+def curves(run: RunRecord, path: Path, fmt: str = "png") -> dict[str, list[float]]:
+    """Training curves from metrics.jsonl: loss parts, top-1, MACs ratio, the adaptive
+    multiplier and the gate-noise scale per epoch."""
+    epochs = [e["epoch"] for e in run.epochs]
+    keys = sorted({k for e in run.epochs for k in e})
+    panels = [
+        ("loss", [k for k in keys if k.startswith("train_loss")
+                  and k not in LAMBDA_KEYS] + (["test_loss"] if "test_loss" in keys else [])),
+        ("top-1", [k for k in ("train_top1", "test_top1") if k in keys]),
+        ("MACs ratio", [k for k in ("train_macs_ratio", "test_macs_ratio") if k in keys]),
+        ("multiplier (λ / μ)", [k for k in LAMBDA_KEYS if k in keys]),
+        ("gate noise", [k for k in ("gate_noise",) if k in keys]),
+    ]
+    panels = [(title, ks) for title, ks in panels if ks]
+    fig = Figure(figsize=(3.4 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    series: dict[str, list[float]] = {}
+    for ax, (title, ks) in zip(axes, panels, strict=True):
+        for k in ks:
+            ys = [e.get(k, np.nan) for e in run.epochs]
+            series[k] = ys
+            ax.plot(epochs, ys, marker=".", label=k.removeprefix("train_loss_") or k)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{run.name}: training" + ("" if run.finished else " (still running)"),
+                 fontsize=10)
+    fig.tight_layout()
+    save(fig, path, fmt)
+    return series
+
+
+def write_text(path: Path, text: str) -> None:
+    """A text file written atomically (the report's index, last)."""
+    fd, tmp = temp_beside(path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,142 @@
+"""``dmnn report``: figures of one or more runs and an ``index.md`` that shows them.
+
+Which figures a run gets depends on what it holds: accuracy against MACs (and against latency
+where bench JSONs sit beside it) for all runs together; per run, the per-image MACs histogram
+and the easy/hard images (need ``dmnn eval``'s per-sample records; the images also the dataset),
+the execution-rate heatmap, and the training curves (need ``metrics.jsonl``). What cannot be
+drawn is listed as skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..checks import check_choice, check_output
+from . import figures
+from .runs import RunRecord, read_run
+
+FORMATS = ("png", "svg")
+
+
+@dataclass
+class Report:
+    figures: list[tuple[Path, str]] = field(default_factory=list)  # (file, caption)
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_runs(paths: Sequence[str | Path], allow_mixed: bool = False) -> list[RunRecord]:
+    if not paths:
+        raise ValueError("give at least one run: dmnn report RUN_DIR|EVAL.json|METRICS.json …")
+    runs = [read_run(p) for p in paths]
+    names = [r.name for r in runs]
+    for i, r in enumerate(runs):  # unique names: they become file names
+        if names.count(r.name) > 1:
+            r.name = f"{r.name}_{i}"
+    datasets = sorted({r.dataset for r in runs})
+    if len(datasets) > 1 and not allow_mixed:
+        raise ValueError(f"the runs are on different datasets ({', '.join(datasets)}): their "
+                         "accuracies do not share an axis; pass --allow-mixed to plot them anyway")
+    return runs
+
+
+def build_report(
+    paths: Sequence[str | Path], out: Path, *, fmt: str = "png", data_dir: str | None = None,
+    allow_mixed: bool = False,
+) -> Report:
+    """Write every figure the runs allow into ``out`` and ``out/index.md`` (written last)."""
+    check_choice("--format", fmt, FORMATS)
+    check_output(out, "--out", folder=True)
+    runs = load_runs(paths, allow_mixed)
+    report = Report()
+    for r in runs:
+        if not r.finished:
+            report.notes.append(f"{r.name} is still training (no metrics.json): its last "
+                                f"epoch ({len(r.epochs)}) is shown")
+    scored = [r for r in runs if "top1" in r.metrics and "macs_mean" in r.metrics]
+    if scored:
+        path = out / f"frontier.{fmt}"
+        figures.frontier(scored, path, fmt)
+        latency = " and measured latency (right)" if any(r.bench for r in scored) else ""
+        report.figures.append((path, f"Test top-1 against mean MACs per image{latency}, one "
+                                     "marker per method; the dashed line joins the static runs."))
+    for r in runs:
+        _per_run(r, out, fmt, data_dir, report)
+    _write_index(out, runs, report)
+    return report
+
+
+def _per_run(r: RunRecord, out: Path, fmt: str, data_dir: str | None, report: Report) -> None:
+    if r.dynamic and r.per_sample is not None:
+        path = out / f"{r.name}_macs.{fmt}"
+        figures.macs_histogram(r, path, fmt)
+        report.figures.append((path, f"{r.name}: MACs of every test image, with their mean, the "
+                                     "target r and the static backbone's MACs."))
+    elif r.dynamic:
+        report.skipped.append(f"{r.name}: MACs histogram and easy/hard images (no per-sample "
+                              "records: run `dmnn eval` on its checkpoint)")
+    if r.dynamic and (r.metrics.get("exec_rate_category") or r.per_sample is not None):
+        path = out / f"{r.name}_exec.{fmt}"
+        rows, _, _ = figures.exec_heatmap(r, path, fmt)
+        what = "sub-block" if any("." in row for row in rows) else "block"
+        report.figures.append((path, f"{r.name}: execution rate of every {what} (rows) for the "
+                                     "test images of each category (columns)."))
+    if r.dynamic and r.per_sample is not None:
+        images = _test_images(r, data_dir, report)
+        if images is not None:
+            path = out / f"{r.name}_easy_hard.{fmt}"
+            figures.easy_and_hard(r, images[0], images[1], path, fmt)
+            report.figures.append((path, f"{r.name}: for four classes, the test images that "
+                                         "took the least (left) and the most (right) MACs."))
+    if r.epochs:
+        path = out / f"{r.name}_curves.{fmt}"
+        figures.curves(r, path, fmt)
+        report.figures.append((path, f"{r.name}: loss parts, top-1, MACs ratio, the adaptive "
+                                     "multiplier and the gate-noise scale per epoch."))
+    else:
+        report.skipped.append(f"{r.name}: training curves (no metrics.jsonl)")
+
+
+def _test_images(r: RunRecord, data_dir: str | None, report: Report
+                 ) -> tuple[np.ndarray, list[str]] | None:
+    """The test images of a run's dataset in [0, 1], (n, H, W, C), in per-sample order."""
+    from ..data import load_dataset
+
+    dataset = r.dataset
+    if dataset != "digits" and data_dir is None and not r.config.get("data_dir"):
+        report.skipped.append(f"{r.name}: easy/hard images (pass --data-dir to show them)")
+        return None
+    try:
+        data = load_dataset(dataset, data_dir or r.config.get("data_dir"), categories="none",
+                            batch_size=1, eval_batch_size=512,
+                            max_test_samples=r.config.get("max_test_samples"),
+                            seed=int(r.config.get("seed", 0)))
+    except ValueError as err:
+        report.skipped.append(f"{r.name}: easy/hard images ({err})")
+        return None
+    chunks = [b.images for b in data.test]
+    x = np.concatenate([c.numpy() for c in chunks])
+    n = len(r.per_sample["macs"]) if r.per_sample is not None else 0
+    if x.shape[0] != n:
+        report.skipped.append(f"{r.name}: easy/hard images (the data has {x.shape[0]} test "
+                              f"images, the records {n})")
+        return None
+    mean = np.array(data.spec.mean).reshape(1, -1, 1, 1)
+    std = np.array(data.spec.std).reshape(1, -1, 1, 1)
+    x = np.clip(x * std + mean, 0.0, 1.0).transpose(0, 2, 3, 1)
+    return x, list(data.spec.class_names)
+
+
+def _write_index(out: Path, runs: Sequence[RunRecord], report: Report) -> None:
+    lines = ["# dmnn report", "", "Runs: " + ", ".join(f"`{r.name}` ({r.model})" for r in runs),
+             ""]
+    lines += [f"- {note}" for note in report.notes] + ([""] if report.notes else [])
+    for path, caption in report.figures:
+        lines += [f"![{path.stem}]({path.name})", "", caption, ""]
+    if report.skipped:
+        lines += ["## Skipped", ""] + [f"- {s}" for s in report.skipped] + [""]
+    figures.write_text(out / "index.md", "\n".join(lines))

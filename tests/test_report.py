@@ -1,0 +1,136 @@
+"""dmnn report: every figure is written and decodes at its stated size, plots exactly its inputs,
+is deterministic, and what cannot be drawn is skipped with a reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from dmnn.cli import app
+from dmnn.evaluation import figures
+from dmnn.evaluation.runs import read_run
+
+runner = CliRunner()
+TINY = ["--epochs", "2", "--max-train-samples", "128", "--max-test-samples", "64",
+        "--batch-size", "32", "--calibration-samples", "64", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "dmnn_run"
+    assert runner.invoke(app, ["train", *TINY, "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["eval", str(out / "calibrated.json")]).exit_code == 0
+    static = out.parent / "static_run"
+    assert runner.invoke(app, ["train", *TINY, "--model", "resnet20", "--out",
+                               str(static)]).exit_code == 0
+    return out
+
+
+def size_of(path):
+    with Image.open(path) as img:
+        img.load()  # decodes the whole file
+        return img.size
+
+
+def test_every_figure_is_written_and_decodes_at_its_stated_size(run, tmp_path):
+    out = tmp_path / "rep"
+    result = runner.invoke(app, ["report", str(run), str(run.parent / "static_run"),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert names == {"index.md", "frontier.png", "dmnn_run_macs.png", "dmnn_run_exec.png",
+                     "dmnn_run_easy_hard.png", "dmnn_run_curves.png", "static_run_curves.png"}
+    assert size_of(out / "frontier.png") == (650, 480)
+    assert size_of(out / "dmnn_run_macs.png") == (650, 400)
+    assert size_of(out / "dmnn_run_curves.png") == (1700, 340)  # five panels of 3.4 in
+    for name in names - {"index.md"}:
+        assert min(size_of(out / name)) > 100, name
+    index = (out / "index.md").read_text()
+    assert all(f"]({n})" in index for n in names - {"index.md"})
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_the_plotted_data_equal_the_inputs(run, tmp_path):
+    record = read_run(run)
+    macs = load_file(str(run / "calibrated.eval.safetensors"))["macs"]
+    counts, edges = figures.macs_histogram(record, tmp_path / "h.png")
+    assert np.array_equal(counts, np.histogram(macs, bins=30)[0])
+    assert counts.sum() == 64 and edges[0] == macs.min()
+    rows, cols, matrix = figures.exec_heatmap(record, tmp_path / "e.png")
+    gates, cats = load_file(str(run / "calibrated.eval.safetensors"))["gates.3"], record.per_sample[
+        "categories"]
+    assert rows[6:8] == ["block 3.0", "block 3.1"]
+    assert matrix[7, 0] == pytest.approx(gates[cats == 0, 1].mean())
+    plotted = figures.frontier([record], tmp_path / "f.png")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert plotted["macs"]["dmnn_run"] == (metrics["macs_mean"] / 1e6, 100 * metrics["top1"])
+    series = figures.curves(record, tmp_path / "c.png")
+    jsonl = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert series["test_top1"] == [e["test_top1"] for e in jsonl]
+    assert series["gate_noise"] == [e["gate_noise"] for e in jsonl]
+
+
+def test_without_per_sample_records_the_other_figures_still_come_and_skips_are_said(
+        run, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare, ignore=shutil.ignore_patterns("*.eval.*"))
+    out = tmp_path / "rep"
+    result = runner.invoke(app, ["report", str(bare), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"index.md", "frontier.png", "bare_exec.png",
+                                               "bare_curves.png"}
+    assert "MACs histogram and easy/hard images (no per-sample records" in result.stderr
+    assert "## Skipped" in (out / "index.md").read_text()
+    record = read_run(bare)  # heatmap from metrics.json: every block's rate per category
+    rows, cols, matrix = figures.exec_heatmap(record, tmp_path / "e.png")
+    per_cat = json.loads((run / "metrics.json").read_text())["exec_rate_category"]
+    assert rows == [f"block {i}" for i in range(9)] and cols == sorted(per_cat)
+    assert all(matrix[b, j] == per_cat[c][str(b)] for b in range(9)
+               for j, c in enumerate(cols))
+
+
+def test_reports_are_deterministic(run, tmp_path):
+    for fmt in ("png", "svg"):
+        a, b = tmp_path / f"a{fmt}", tmp_path / f"b{fmt}"
+        for out in (a, b):
+            args = ["report", str(run), "--out", str(out), "--format", fmt]
+            assert runner.invoke(app, args).exit_code == 0
+        for p in a.iterdir():
+            assert p.read_bytes() == (b / p.name).read_bytes(), p.name
+
+
+def test_a_run_still_training_is_plotted_as_far_as_it_got(run, tmp_path):
+    live = tmp_path / "live"
+    shutil.copytree(run, live, ignore=shutil.ignore_patterns("metrics.json", "*.eval.*"))
+    result = runner.invoke(app, ["report", str(live), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    assert "still training" in result.stderr and (tmp_path / "rep" / "live_curves.png").is_file()
+
+
+def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    digits = json.loads((run / "metrics.json").read_text())
+    (tmp_path / "other.json").write_text(json.dumps(digits | {"dataset": "cifar10"}))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (["report", str(tmp_path / "empty"), "--out", str(tmp_path / "o1")], "holds no dmnn run"),
+        (["report", str(run), str(tmp_path / "other.json"), "--out", str(tmp_path / "o2")],
+         "--allow-mixed"),
+        (["report", str(run), "--out", str(afile)], "exists and is not a folder"),
+        (["report", str(run), "--out", str(tmp_path / "o3"), "--format", "gif"], "--format"),
+    ]
+    for args, needle in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and needle in result.stderr, (args, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+    mixed = runner.invoke(app, ["report", str(run), str(tmp_path / "other.json"), "--out",
+                                str(tmp_path / "o4"), "--allow-mixed"])
+    assert mixed.exit_code == 0, mixed.output
