@@ -70,6 +70,9 @@ def test_the_plotted_data_equal_the_inputs(run, tmp_path):
     plotted = figures.frontier([record], tmp_path / "f.png")
     metrics = json.loads((run / "metrics.json").read_text())
     assert plotted["macs"]["dmnn_run"] == (metrics["macs_mean"] / 1e6, 100 * metrics["top1"])
+    static = read_run(run.parent / "static_run")
+    both = figures.frontier([record, static], tmp_path / "f2.png")
+    assert both["static_frontier"] == [both["macs"]["static_run"]]  # the backbone, not DMNN
     series = figures.curves(record, tmp_path / "c.png")
     jsonl = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert series["test_top1"] == [e["test_top1"] for e in jsonl]

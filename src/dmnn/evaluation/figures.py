@@ -52,7 +52,9 @@ def frontier(runs: Sequence[RunRecord], path: Path, fmt: str = "png") -> dict[st
     axes = fig.subplots(1, 2 if latency else 1, squeeze=False)[0]
     points = {r.name: (r.metrics["macs_mean"] / 1e6, 100 * r.metrics["top1"]) for r in runs}
     _scatter(axes[0], runs, points, "mean MACs per image (M)")
-    plotted: dict[str, Any] = {"macs": points}
+    plotted: dict[str, Any] = {"macs": points,
+                               "static_frontier": sorted(points[r.name] for r in runs
+                                                         if r.is_backbone)}
     if latency:
         batch = min(b for r in latency for b in r.bench)
         lat = {r.name: (_latency_ms(r.bench[batch]), 100 * r.metrics["top1"])
@@ -73,13 +75,13 @@ def _latency_ms(bench: dict[str, Any]) -> float:
 
 def _scatter(ax: Any, runs: Sequence[RunRecord], points: dict[str, tuple[float, float]],
              xlabel: str) -> None:
-    families = sorted({r.family for r in runs})
-    for family in families:
-        xs = [points[r.name][0] for r in runs if r.family == family]
-        ys = [points[r.name][1] for r in runs if r.family == family]
-        ax.scatter(xs, ys, marker=MARKERS.get(family, "x"), c=COLORS.get(family, "tab:purple"),
-                   s=60, label=family, zorder=3)
-    static = sorted(points[r.name] for r in runs if r.family == "static")
+    by_method: dict[str, list[tuple[float, float]]] = {}
+    for r in runs:
+        by_method.setdefault(r.family, []).append(points[r.name])
+    for method, xy in sorted(by_method.items()):
+        ax.scatter(*zip(*xy, strict=True), marker=MARKERS.get(method, "x"),
+                   c=COLORS.get(method, "tab:purple"), s=60, label=method, zorder=3)
+    static = sorted(points[r.name] for r in runs if r.is_backbone)
     if len(static) > 1:
         ax.plot(*zip(*static, strict=True), "k--", lw=1, label="static frontier", zorder=2)
     for r in runs:

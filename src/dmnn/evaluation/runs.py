@@ -49,6 +49,11 @@ class RunRecord:
         return str(self.metrics.get("dataset") or self.config.get("dataset", "?"))
 
     @property
+    def is_backbone(self) -> bool:
+        """A static backbone itself (the network a user would deploy instead)."""
+        return self.model in list_models() and backbone_of(self.model) == self.model
+
+    @property
     def dynamic(self) -> bool:
         return self.model in list_models() and method_of(self.model).gated
 
