@@ -320,9 +320,12 @@ class Trainer:
             path = None
         saved = (f"weights saved to {path}" if path
                  else "a second Ctrl-C stopped saving the weights (interrupted again)")
-        then = (f"`--resume` continues after epoch {self.state.epoch} ({self.last_path})"
-                if self.has_checkpoint() else
-                "no epoch had finished, so `--resume` starts the run over")
+        then = "no epoch had finished, so `--resume` starts the run over"
+        if self.last_path.is_file():
+            done = read_meta(self.last_path)["epoch"]  # what last holds, not what ran since
+            then = f"`--resume` continues after epoch {done} ({self.last_path})"
+        elif self.has_checkpoint():
+            then = "`--resume` continues from the last saved epoch"
         return f"interrupted: {saved}; {then}"
 
     def finish(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
