@@ -330,3 +330,4 @@ def test_a_long_benchmark_says_how_long_it_will_take(monkeypatch, capsys):
     progress(1, 23)
     progress.close()
     assert "about 7.3 min more for 22 rounds" in capsys.readouterr().err
+

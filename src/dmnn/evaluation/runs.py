@@ -18,6 +18,7 @@ import yaml
 from safetensors.numpy import load as load_safetensors
 
 from ..registry import backbone_of, create_model, list_models, method_of
+from ..train.checkpoint import with_ext
 
 DATA_SHAPES = {"digits": (10, 8), "cifar10": (10, 32), "cifar100": (100, 32)}
 """(classes, image side) of the built-in datasets: what the static MACs are counted at."""
@@ -84,17 +85,24 @@ def _per_sample(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"cannot read per-sample records {path}: {err}") from None
 
 
+def _eval_records(summary_path: Path, summary: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The per-sample records a ``dmnn eval`` summary names: where it says, else beside it
+    (results moved from another machine), plain or gzipped."""
+    beside = with_ext(summary_path, ".safetensors")
+    named = Path(summary.get("per_sample_file") or beside)
+    for candidate in (named, summary_path.parent / named.name, beside,
+                      with_ext(summary_path, ".safetensors.gz")):
+        if candidate.is_file():
+            return _per_sample(candidate)
+    return None
+
+
 def _find_per_sample(folder: Path, stem: str) -> dict[str, np.ndarray] | None:
     """Per-sample records of a run: ``dmnn eval``'s output beside its checkpoint."""
     for name in (f"{stem}.eval.json", "calibrated.eval.json", "last.eval.json"):
         summary = folder / name
         if summary.is_file():
-            target = _read_json(summary).get("per_sample_file")
-            path = Path(target) if target else summary.with_suffix(".safetensors")
-            for candidate in (path, folder / path.name, summary.with_suffix(".safetensors"),
-                              Path(str(summary.with_suffix(".safetensors")) + ".gz")):
-                if candidate.is_file():
-                    return _per_sample(candidate)
+            return _eval_records(summary, _read_json(summary))
     return None
 
 
@@ -115,15 +123,8 @@ def read_run(path: str | Path) -> RunRecord:
     if path.is_file() and path.suffix == ".json":
         data = _read_json(path)
         if isinstance(data, dict) and "per_sample_file" in data:  # a dmnn eval output
-            records = None
-            target = Path(data["per_sample_file"])
-            for candidate in (target, path.parent / target.name, path.with_suffix(".safetensors"),
-                              Path(str(path.with_suffix(".safetensors")) + ".gz")):
-                if candidate.is_file():
-                    records = _per_sample(candidate)
-                    break
             return RunRecord(path.name.removesuffix(".json"), path, data, True,
-                             per_sample=records)
+                             per_sample=_eval_records(path, data))
         if isinstance(data, dict) and "top1" in data and "macs_mean" in data:  # results copy
             stem = path.name.removesuffix(".json")
             return RunRecord(stem, path, data, True, config=data.get("config") or {},

@@ -14,6 +14,7 @@ unpickled.
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -109,14 +110,19 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[str, s
         raise
 
 
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
-    """Save a safetensors file atomically; returns its SHA-256."""
-    tmp, digest = _write_tensors(path, tensors)
+def _move_into_place(tmp: str, path: Path) -> None:
+    """Rename a finished temp file to ``path``; the temp file never outlives a failed rename."""
     try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Save a safetensors file atomically; returns its SHA-256."""
+    tmp, digest = _write_tensors(path, tensors)
+    _move_into_place(tmp, path)
     return digest
 
 
@@ -124,9 +130,9 @@ def tidy(base: Path, keep: str | None) -> None:
     """Remove what interrupted saves of checkpoint ``base`` left: temp files, and tensor files of
     this checkpoint other than ``keep`` (the one its JSON names)."""
     name = base.name
-    for path in base.parent.glob(f".{name}.*.tmp"):
+    for path in base.parent.glob(f".{glob.escape(name)}.*.tmp"):
         path.unlink(missing_ok=True)
-    for path in base.parent.glob(f"{glob_escape(name)}*.safetensors"):
+    for path in base.parent.glob(f"{glob.escape(name)}*.safetensors"):
         if path.name == keep:
             continue
         middle = path.name[len(name):-len(".safetensors")]
@@ -134,10 +140,6 @@ def tidy(base: Path, keep: str | None) -> None:
         if middle == "" or (len(middle) == 17 and middle[0] == "."
                             and all(c in "0123456789abcdef" for c in middle[1:])):
             path.unlink(missing_ok=True)
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def repair(base: Path) -> bool:
@@ -233,7 +235,8 @@ def save_checkpoint(
     epoch: int = 0,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``path``.safetensors then ``path``.json; returns the JSON path."""
+    """Commit checkpoint ``path``: ``path.<hash>.safetensors``, then ``path.json`` naming it
+    (see the module docstring for why a crash at any instant is safe); returns the JSON path."""
     base = Path(path)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta: dict[str, Any] = {
@@ -251,11 +254,7 @@ def save_checkpoint(
     tmp, digest = _write_tensors(json_path, tensors)
     _step("tensors-written", json_path)
     tensor_path = with_ext(base, f".{digest[:16]}.safetensors")
-    try:
-        os.replace(tmp, tensor_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _move_into_place(tmp, tensor_path)
     _step("tensors-renamed", json_path)
     meta["sha256"], meta["tensors"] = digest, tensor_path.name
     atomic_write_json(json_path, meta)  # the commit point
@@ -307,7 +306,7 @@ def _interrupted_save(json_path: Path) -> tuple[Path, dict[str, Any]] | None:
     """A complete checkpoint that an interrupted save left as a temp JSON beside ``json_path``
     (the newest one whose tensors check out), or None."""
     found = []
-    for tmp in json_path.parent.glob(f".{glob_escape(json_path.name)}.*.tmp"):
+    for tmp in json_path.parent.glob(f".{glob.escape(json_path.name)}.*.tmp"):
         try:  # tensor temp files share the prefix: only small files that open a JSON object
             if tmp.stat().st_size > 1 << 26:
                 continue

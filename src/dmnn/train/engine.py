@@ -33,6 +33,7 @@ from .checkpoint import (
     repair,
     restore_training,
     save_checkpoint,
+    tidy,
     writing,
 )
 from .config import TrainConfig, resolve_config
@@ -111,8 +112,9 @@ class Trainer:
     def check_out(self, resume: bool) -> None:
         """Fail before any work if the output folder does not fit ``resume`` (nothing written)."""
         check_output(self.out, "--out", folder=True)
+        has_checkpoint = self.has_checkpoint()
         started = (self.out / "metrics.jsonl").exists() or (self.out / "config.yaml").exists()
-        if resume and not self.has_checkpoint() and not started:
+        if resume and not has_checkpoint and not started:
             raise TrainingError(f"--resume: no checkpoint {self.last_path} to resume from")
         if resume and self.last_path.is_file():
             trained = read_meta(self.last_path)["extra"]["state"]["epoch"]
@@ -120,8 +122,8 @@ class Trainer:
                 raise ValueError(
                     f"--epochs {self.cfg.epochs} is fewer than the {trained} epochs {self.out} "
                     f"has trained: pass --epochs {trained} or more")
-        if not resume and (self.has_checkpoint() or (self.out / "metrics.jsonl").exists()):
-            then = ("continue it" if self.has_checkpoint()
+        if not resume and (has_checkpoint or (self.out / "metrics.jsonl").exists()):
+            then = ("continue it" if has_checkpoint
                     else "start it over (it has no checkpoint yet)")
             raise TrainingError(
                 f"{self.out} already holds a run: pass --resume to {then}, or another --out"
@@ -139,7 +141,9 @@ class Trainer:
             atomic_write_bytes(self.out / "config.yaml",
                                yaml.safe_dump(self.cfg.to_dict(), sort_keys=True).encode())
             self._truncate_metrics()
-        for name in ("last", "best", "calibrated"):
+        if self.last_path.is_file():  # load_last verified (and repaired) it: only tidy
+            tidy(self.out / "last", keep=read_meta(self.last_path)["tensors"])
+        for name in ("best", "calibrated"):
             repair(self.out / name)
         remove_checkpoint(self.out / "interrupted")  # stale once the run goes on from last
 
@@ -297,7 +301,7 @@ class Trainer:
         test = self.evaluate()
         record = dict(self.pending)
         record.update({f"test_{k}": v for k, v in test.items() if isinstance(v, int | float)})
-        record["train_seconds"] = self.pending["train_seconds"]
+        record["train_seconds"] = record.pop("train_seconds")  # last in the line, as before
         self.log(record)
         self.pending = None
         if test["top1"] > self.state.best_top1:
