@@ -331,3 +331,14 @@ def test_a_long_benchmark_says_how_long_it_will_take(monkeypatch, capsys):
     progress.close()
     assert "about 7.3 min more for 22 rounds" in capsys.readouterr().err
 
+
+def test_a_first_save_killed_before_its_json_rename_resumes_from_the_temp_json(tmp_path):
+    """Between writing the temp JSON and renaming it, the only complete JSON is the temp one."""
+    out = tmp_path / "run"
+    assert runner.invoke(app, [*RUN, "--epochs", "1", "--out", str(out)]).exit_code == 0
+    (out / "last.json").rename(out / ".last.json.k1ll.tmp")
+    (out / "metrics.json").unlink()
+    result = runner.invoke(app, ["train", "--out", str(out), "--resume", "--epochs", "2",
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    check_consistent(out)

@@ -337,12 +337,11 @@ def read_checkpoint(
     json_path = with_ext(Path(path), ".json")
     if json_path.is_dir():
         raise CheckpointError(f"{json_path} is a folder: pass the .json written by `dmnn train`")
-    if not json_path.is_file():
-        raise CheckpointError(
-            f"checkpoint {json_path} not found: pass the .json written by `dmnn train`"
-        )
-    meta = read_meta(json_path)
-    problem = _verified(json_path, meta)
+    if json_path.is_file():
+        meta = read_meta(json_path)
+        problem = _verified(json_path, meta)
+    else:  # (a first save killed before its JSON rename leaves only the temp JSON)
+        problem = f"checkpoint {json_path} not found: pass the .json written by `dmnn train`"
     if problem is not None:
         rescued = _interrupted_save(json_path)
         if rescued is None:
