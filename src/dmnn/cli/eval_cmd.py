@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -27,8 +28,12 @@ def eval_cmd(
     device: Annotated[str, typer.Option("--device")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Top-1/5, per-sample MACs, execution rates; saves per-sample MACs, gates, predictions."""
+    """Top-1/5, per-sample MACs, execution rates; saves per-sample MACs, gates, predictions.
+
+    Under torchrun every process evaluates a shard and rank 0 writes the gathered result."""
+    from ..distributed.group import setup
     from ..evaluation.restore import load_for_eval, run_eval
+    from ..train.device import pick_device
 
     base = out if out is not None else with_ext(checkpoint, ".eval")
     per_sample, summary_path = with_ext(base, ".safetensors"), with_ext(base, ".json")
@@ -40,8 +45,14 @@ def eval_cmd(
     ours = {checkpoint.resolve(), (checkpoint.parent / meta["tensors"]).resolve()}
     if per_sample.resolve() in ours or summary_path.resolve() in ours:
         fail(f"--out {base} would overwrite the checkpoint {checkpoint}: pick another path")
-    model, data, cfg = load_for_eval(meta, tensors, data_dir, device, source=str(checkpoint))
-    summary, record = run_eval(model, data, cfg, device)
+    ctx, dev = setup(pick_device(device))
+    model, data, cfg = load_for_eval(meta, tensors, data_dir, str(dev), source=str(checkpoint))
+    if ctx is not None:
+        data.test.shard(ctx.rank, ctx.world_size, pad=False)
+    with ctx.activate() if ctx is not None else nullcontext():
+        summary, record = run_eval(model, data, cfg, str(dev))
+    if ctx is not None and not ctx.is_main:
+        return
     with writing(summary_path):
         atomic_save_tensors(per_sample, record.tensors())
         summary["per_sample_file"] = str(per_sample)

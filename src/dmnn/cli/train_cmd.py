@@ -107,8 +107,12 @@ def train_cmd(
             out = default_out(cfg.model, cfg.dataset, cfg.target_rate, cfg.seed)
     trainer = Trainer(cfg, out, progress=progress)  # loads the data: bad input fails here
     trainer.check_out(resume)
-    typer.echo(f"training {cfg.model} on {cfg.dataset} (r={cfg.target_rate}) into {out}", err=True)
+    if trainer.main:
+        typer.echo(f"training {cfg.model} on {cfg.dataset} (r={cfg.target_rate}) into {out}",
+                   err=True)
     final = trainer.run(resume=resume)
+    if not trainer.main:
+        return
     typer.echo(
         f"done: top1 {final['top1']:.4f}, MACs {final['macs_mean']:.4g} ± {final['macs_std']:.3g}"
         f" (ratio {final['macs_ratio']:.3f}), {final['train_seconds'] / 60:.1f} min; "

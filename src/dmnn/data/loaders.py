@@ -8,6 +8,10 @@ ImageFolder data goes through a torch ``DataLoader`` with workers.
 Reproducibility: epoch ``e`` of a loader built with ``seed`` draws its order and augmentation
 from a generator seeded by ``(seed, e)``; iterating advances the epoch, and ``set_epoch`` jumps to
 one (e.g. when resuming), so a resumed run sees the same batches as an uninterrupted one.
+
+Data parallelism: ``shard(rank, world, pad)`` makes a loader read only its rank's rows of every
+epoch (:func:`dmnn.distributed.shard_order`); the permutation is drawn before sharding, so it is
+the same on every rank, and a world of 1 is the single-process order.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dmnn.data.arrays import ArraySplit
 from dmnn.data.augment import augment_batch, normalize
 from dmnn.data.categories import CategoryMap
 from dmnn.data.imagefolder import ImageFolderDataset
+from dmnn.distributed.shards import shard_order
 from dmnn.errors import DataError
 
 
@@ -40,6 +45,7 @@ class BatchLoader(Protocol):
     """What the training loop relies on; both loaders below satisfy it."""
 
     batch_size: int
+    sharding: tuple[int, int]  # (rank, world size): (0, 1) reads every row
 
     def __iter__(self) -> Iterator[Batch]: ...
 
@@ -48,6 +54,8 @@ class BatchLoader(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
 
     def plain_subset(self, n: int, batch_size: int, seed: int = 0) -> BatchLoader: ...
+
+    def shard(self, rank: int, world: int, pad: bool) -> BatchLoader: ...
 
     @property
     def num_samples(self) -> int: ...
@@ -72,6 +80,16 @@ def subset_indices(num_samples: int, n: int, seed: int) -> torch.Tensor:
     """A seeded random ``n`` of ``num_samples`` indices, in ascending order."""
     g = torch.Generator().manual_seed(epoch_seed(seed, 1 << 40))  # not any epoch's stream
     return torch.randperm(num_samples, generator=g)[: max(1, n)].sort().values
+
+
+def shard_rows(n: int, rank: int, world: int, pad: bool) -> int:
+    """How many of ``n`` rows rank ``rank`` of ``world`` reads (see ``shard_order``)."""
+    return -(-n // world) if pad else len(range(rank, n, world))
+
+
+def _check_shard(rank: int, world: int) -> None:
+    if not 0 <= rank < world:
+        raise DataError(f"rank {rank} is not in a world of {world} processes")
 
 
 def _check_sizes(batch_size: int, copies: int) -> None:
@@ -121,14 +139,21 @@ class TensorBatchLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.augment, self.copies, self.seed = augment, copies, seed
         self.epoch = 0
+        self.sharding, self.pad = (0, 1), False
 
     @property
     def num_samples(self) -> int:
         return int(self.labels.shape[0])
 
     def __len__(self) -> int:
-        n, b = self.num_samples, self.batch_size
+        n, b = shard_rows(self.num_samples, *self.sharding, self.pad), self.batch_size
         return n // b if self.drop_last else -(-n // b)
+
+    def shard(self, rank: int, world: int, pad: bool) -> TensorBatchLoader:
+        """Read rank ``rank``'s rows of every epoch (in place; returns self)."""
+        _check_shard(rank, world)
+        self.sharding, self.pad = (rank, world), pad
+        return self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -142,6 +167,7 @@ class TensorBatchLoader:
             self.images[idx], self.labels[idx], self.categories[idx])
         sub.batch_size, sub.shuffle, sub.drop_last = batch_size, False, False
         sub.augment, sub.copies, sub.epoch = None, 1, 0
+        sub.sharding, sub.pad = (0, 1), False
         return sub
 
     def __iter__(self) -> Iterator[Batch]:
@@ -152,12 +178,19 @@ class TensorBatchLoader:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         n = self.num_samples
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        rank, world = self.sharding
+        order = shard_order(order, rank, world, self.pad).to(self.device)  # one copy an epoch
+        aug = g  # one process on the CPU: the stream of every earlier release
+        if rank or self.device.type != "cpu":  # other ranks' crops differ; drawn on the device
+            aug = torch.Generator(device=self.device)
+            aug.manual_seed(epoch_seed(epoch_seed(self.seed, epoch), rank))
+        n = order.numel()
         stop = n - n % self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):
-            idx = order[start : start + self.batch_size].to(self.device)
+            idx = order[start : start + self.batch_size]
             x, y, c = self.images[idx], self.labels[idx], self.categories[idx]
             if self.augment is not None:
-                x = augment_batch(x, g, self.copies, self.augment.padding, self.augment.flip)
+                x = augment_batch(x, aug, self.copies, self.augment.padding, self.augment.flip)
             elif self.copies > 1:
                 x = x.repeat(self.copies, 1, 1, 1)
             if self.copies > 1:
@@ -171,19 +204,22 @@ class SeededSampler(Sampler[tuple[int, int]]):
     def __init__(self, num_samples: int, shuffle: bool, seed: int = 0) -> None:
         self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
         self.epoch = 0
+        self.sharding, self.pad = (0, 1), False
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.num_samples
+        return shard_rows(self.num_samples, *self.sharding, self.pad)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         n = self.num_samples
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         seeds = torch.randint(0, 1 << 62, (n,), generator=g)
-        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+        rank, world = self.sharding
+        picked = shard_order(torch.arange(n), rank, world, self.pad)
+        return iter(zip(order[picked].tolist(), seeds[picked].tolist(), strict=True))
 
 
 class TorchBatchLoader:
@@ -251,6 +287,16 @@ class TorchBatchLoader:
     @property
     def num_samples(self) -> int:
         return self.sampler.num_samples
+
+    @property
+    def sharding(self) -> tuple[int, int]:
+        return self.sampler.sharding
+
+    def shard(self, rank: int, world: int, pad: bool) -> TorchBatchLoader:
+        """Read rank ``rank``'s rows of every epoch (in place; returns self)."""
+        _check_shard(rank, world)
+        self.sampler.sharding, self.sampler.pad = (rank, world), pad
+        return self
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..distributed.group import active
+from ..distributed.shards import gather_rows
 from ..network.dynamic_net import DynamicNet
 from ..registry import list_models, method_of
 
@@ -44,7 +46,10 @@ class EvalRecord:
 
 @torch.no_grad()
 def collect(model: DynamicNet, batches: Iterable, device: torch.device) -> EvalRecord:
-    """Run ``model`` in eval mode (sparse execution) over ``batches`` and keep every sample."""
+    """Run ``model`` in eval mode (sparse execution) over ``batches`` and keep every sample.
+
+    A loader sharded over a data-parallel job (``sharding`` (rank, K), K > 1) is read in
+    lockstep by every rank; each gets the whole split's record, in the split's order."""
     model.eval()
     macs, preds, labels, cats, top5, loss_sum = [], [], [], [], [], 0.0
     gates: list[list[Tensor]] | None = None
@@ -67,10 +72,29 @@ def collect(model: DynamicNet, batches: Iterable, device: torch.device) -> EvalR
                 store.append(g.detach().to(torch.uint8).cpu())
     if gates is None:
         raise ValueError("the evaluation split is empty")
-    return EvalRecord(
+    record = EvalRecord(
         macs=torch.cat(macs), predictions=torch.cat(preds), labels=torch.cat(labels),
         categories=torch.cat(cats), top5_hit=torch.cat(top5),
         gates=[torch.cat(g) if g else None for g in gates], loss_sum=loss_sum,
+    )
+    _, world = getattr(batches, "sharding", (0, 1))
+    return gather_record(record, batches.num_samples) if world > 1 else record  # type: ignore
+
+
+def gather_record(record: EvalRecord, total: int) -> EvalRecord:
+    """Every rank's shard of a record, interleaved back into the split's order."""
+    ctx = active()
+    if ctx is None:
+        raise RuntimeError("a sharded evaluation runs inside the job's DistContext.activate()")
+
+    def rows(t: Tensor) -> Tensor:
+        return gather_rows(ctx, t, total)
+
+    return EvalRecord(
+        macs=rows(record.macs), predictions=rows(record.predictions), labels=rows(record.labels),
+        categories=rows(record.categories), top5_hit=rows(record.top5_hit),
+        gates=[None if g is None else rows(g) for g in record.gates],
+        loss_sum=ctx.all_sum([record.loss_sum])[0],
     )
 
 

@@ -5,12 +5,20 @@ computed.
 sub-blocks of a block here, DRNet's whole-block convex mix and LC-Net's sliced block. Valid only
 with hard 0/1 decisions and BatchNorm in eval mode (per-row results must not depend on the rest of
 the batch), which is why ``auto`` picks sparse execution only at eval.
+
+Host synchronisations (what a CUDA stream waits for): one per gated block, where the per-path row
+counts come to the host (``tolist``) because the gathered shapes depend on them. The row indices
+then come from a stable sort of the mask cut at the known count, which needs no second sync
+(``nonzero`` would cost one per partially-on path); on the CPU, where there is no stream to
+stall, ``nonzero`` is cheaper and used instead. Under autocast a path's output may be in a lower
+precision than the tensor it is added into; it is cast to the sum's dtype.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 
@@ -37,13 +45,22 @@ def run_rows(
         y = run(None)
         return y if out is None or replace else out + y
     assert on is not None, "a partial row count needs the row mask"
-    rows = on.nonzero().squeeze(1)
+    rows = on_rows(on, count)
     y = run(rows)
     if out is None:
         out = y.new_zeros((batch, *y.shape[1:]))
-    elif not owned:
-        out = out.clone()
+    else:
+        dtype = torch.promote_types(out.dtype, y.dtype)  # autocast: a bf16 path into fp32
+        out = out.to(dtype) if out.dtype != dtype else out if owned else out.clone()
+        y = y.to(dtype)
     return out.index_copy_(0, rows, y) if replace else out.index_add_(0, rows, y)
+
+
+def on_rows(on: Tensor, count: int) -> Tensor:
+    """Ascending indices of the ``count`` true rows of ``on`` (no host sync off the CPU)."""
+    if on.device.type == "cpu":
+        return on.nonzero().squeeze(1)
+    return torch.sort(on.to(torch.uint8), descending=True, stable=True).indices[:count]
 
 
 def run_sparse(

@@ -179,6 +179,11 @@ class Method:
         fit the dataset only costs its per-category report, not the run)."""
         return False
 
+    def unused_parameters(self, cfg: TrainConfig) -> bool:
+        """Whether a training step may leave parameters without a gradient (a path no row of the
+        rank took, a frozen router): DDP then searches the graph for them every step."""
+        return False
+
     def train_copies(self, cfg: TrainConfig) -> int:
         """Augmented copies of every training sample per batch."""
         return 1

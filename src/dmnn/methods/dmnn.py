@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_int, check_number, option
+from ..distributed.batch_stats import batch_means
 from ..execution.forcing import force_gates
 from ..network.gate import Gate, GateDecision
 from ..network.gumbel import on_gates
@@ -190,14 +191,18 @@ def stage_weights(stages: Sequence[int], base: float = 1e-4, factor: float = 10.
 def category_loss(
     category_logits: Sequence[Tensor | None], weights: Sequence[float], categories: Tensor
 ) -> Tensor:
-    """Eqn 10: Σ_l α_l · CE(p_l, k) with eqn 9's cross-entropy per controller (batch mean)."""
-    total: Tensor | None = None
-    for logits, alpha in zip(category_logits, weights, strict=True):
-        if logits is None:
-            continue
-        term = alpha * F.cross_entropy(logits, categories)
-        total = term if total is None else total + term
-    return total if total is not None else categories.new_zeros((), dtype=torch.float32)
+    """Eqn 10: Σ_l α_l · CE(p_l, k) with eqn 9's cross-entropy per controller (batch mean; the
+    global batch under data parallelism)."""
+    used = [(logits, alpha) for logits, alpha in zip(category_logits, weights, strict=True)
+            if logits is not None]
+    if not used:
+        return categories.new_zeros((), dtype=torch.float32)
+    means = batch_means([F.cross_entropy(logits.float(), categories, reduction="none")
+                         for logits, _ in used])
+    total = used[0][1] * means[0]
+    for (_, alpha), term in zip(used[1:], means[1:], strict=True):
+        total = total + alpha * term
+    return total
 
 
 def exec_loss(gates: Sequence[Tensor | None], target: float) -> Tensor:
@@ -213,7 +218,8 @@ def path_balance_loss(gates: Sequence[Tensor | None], target: float) -> Tensor:
     collapses to a static half-width network. Holding every sub-block to e instead leaves the
     rate the same but can only be met by sending different images to different sub-blocks.
     """
-    terms = [((target - g.float().mean(dim=0)) ** 2).mean() for g in gates if g is not None]
+    rates = batch_means([g.float() for g in gates if g is not None], dim=0)
+    terms = [((target - z) ** 2).mean() for z in rates]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 

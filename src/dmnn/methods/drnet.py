@@ -221,6 +221,10 @@ class DRNet(Method):
     def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
         return DRNetLoss(cfg.loss.target_rate, copies=cfg.copies)
 
+    def unused_parameters(self, cfg: TrainConfig) -> bool:
+        """Frozen routers in fine-tuning; under hard routing a block no row of a rank takes."""
+        return True
+
     def train_copies(self, cfg: TrainConfig) -> int:
         """Eqns 5–6 compare the M augmented copies of every sample within a batch."""
         return cfg.copies

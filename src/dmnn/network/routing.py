@@ -9,14 +9,16 @@ import torch
 from torch import Tensor
 
 from ..checks import check_choice
+from ..distributed.batch_stats import batch_mean, batch_means
 from .macs import MacsTable
 
 MACS_SCOPES = ("network", "dynamic")
 
 
 def execution_rates(gates: Sequence[Tensor | None]) -> Tensor:
-    """Eqn 11: z_l = Σ_i b_i / (B·N) for each gated block."""
-    rates = [g.float().mean() for g in gates if g is not None]
+    """Eqn 11: z_l = Σ_i b_i / (B·N) for each gated block (B: the global batch under data
+    parallelism, :mod:`dmnn.distributed.batch_stats`)."""
+    rates = batch_means([g.float() for g in gates if g is not None])
     return torch.stack(rates) if rates else torch.zeros(0)
 
 
@@ -61,11 +63,13 @@ class Routing:
         """f / f_total of eqn 14 for the batch (differentiable through the gates).
 
         ``network``: the whole network's mean MACs ÷ its all-on MACs (what the evaluator
-        reports); ``dynamic``: the gated sub-blocks only, eqn 13 literally."""
+        reports); ``dynamic``: the gated sub-blocks only, eqn 13 literally. The batch is the
+        global one under data parallelism."""
         check_choice("macs_scope", scope, MACS_SCOPES)
         table = self.table
-        if scope == "network":
-            return self.macs.mean() / table.full
-        if table.dynamic_full == 0:
+        if scope == "dynamic" and table.dynamic_full == 0:
             return self.macs.new_zeros(())
-        return (self.macs.mean() - table.static) / table.dynamic_full
+        mean = batch_mean(self.macs)
+        if scope == "network":
+            return mean / table.full
+        return (mean - table.static) / table.dynamic_full

@@ -18,10 +18,13 @@ from typing import Any
 import yaml
 
 from ..checks import check_fields, field_types, option
+from ..distributed.group import BACKENDS
 from ..methods.base import LossConfig, Method
 from ..registry import list_methods, list_models, method_of, native_input_size
+from .precision import AMP_MODES
 
 SCHEDULES = ("cosine", "multistep")
+
 ALIASES = {"sub_blocks": "num_sub_blocks"}
 """Older spellings accepted in YAML files and saved configs."""
 
@@ -68,9 +71,11 @@ class TrainConfig:
     max_test_samples: int | None = option(None, min=1, help="Use only this many test images.")
     # optimisation (§4.1)
     epochs: int = option(15, min=1, resume=True, help="Training epochs.")
-    batch_size: int = option(64, min=1, help="Training batch size.")
-    eval_batch_size: int = option(512, min=1, help="Evaluation batch size.")
-    lr: float = option(0.05, min=0.0, lo_open=True, help="Peak learning rate (SGD).")
+    batch_size: int = option(64, min=1, help=(
+        "Training batch size per process (the global batch is K times it under torchrun)."))
+    eval_batch_size: int = option(512, min=1, help="Evaluation batch size per process.")
+    lr: float = option(0.05, min=0.0, lo_open=True, help=(
+        "Peak learning rate (SGD), used as given: scale it with the global batch yourself."))
     momentum: float = option(0.9, min=0.0, help="SGD momentum.")
     nesterov: bool = option(True, help="Nesterov momentum.")
     weight_decay: float = option(1e-4, min=0.0, help="Weight decay.")
@@ -86,6 +91,16 @@ class TrainConfig:
     device: str = option("cpu", resume=True, help="cpu | cuda | auto")
     threads: int | None = option(None, min=1, resume=True, help="CPU threads.")
     deterministic: bool = option(False, help="torch deterministic algorithms.")
+    amp: str = option("off", choices=AMP_MODES, resume=True, help=(
+        "Mixed precision: off | bf16 (CPU or CUDA) | fp16 (CUDA, with a GradScaler)."))
+    channels_last: bool = option(False, resume=True, help=(
+        "Train in the channels-last memory layout (faster convolutions on most GPUs)."))
+    sync_bn: bool = option(False, resume=True, help=(
+        "torchrun: BatchNorm statistics over the global batch (SyncBatchNorm)."))
+    dist_backend: str = option("auto", choices=BACKENDS, resume=True, help=(
+        "torchrun: process-group backend (auto: nccl on CUDA, gloo on CPU)."))
+    dist_timeout: float = option(600.0, min=1.0, resume=True, help=(
+        "torchrun: seconds a rank waits for the others before it fails (a peer died)."))
     preset: str | None = option(None, cli=False)
 
     @property

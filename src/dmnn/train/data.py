@@ -30,6 +30,7 @@ def load_run_data(cfg: TrainConfig, device: torch.device | None = None) -> DataB
                 copies=cfg.method.train_copies(cfg), max_train_samples=cfg.max_train_samples,
                 max_test_samples=cfg.max_test_samples, image_size=cfg.data_image_size(),
                 device=device if device is not None and device.type != "cpu" else None,
+                pin_memory=device is not None and device.type == "cuda",
             )
         except DataError as err:
             if categories is not None or cfg.method.uses_categories(cfg) or (

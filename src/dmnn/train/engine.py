@@ -1,9 +1,15 @@
-"""The training engine: one loop for static and dynamic models, exact resume, honest metrics."""
+"""The training engine: one loop for static and dynamic models, exact resume, honest metrics.
+
+Under ``torchrun`` the same loop runs on every rank with DistributedDataParallel: each rank reads
+its shard of every epoch, the routing statistics are those of the global batch, evaluation is
+sharded and gathered, and rank 0 alone writes files (see docs/distributed.md).
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +20,9 @@ from tqdm.auto import tqdm
 
 from ..checks import check_output
 from ..data import DataBundle
+from ..data.loaders import epoch_seed
+from ..distributed.group import setup
+from ..distributed.sync_bn import convert_sync_batchnorm
 from ..errors import TrainingError, TrainingInterrupted
 from ..evaluation.metrics import collect, summarize_record
 from ..network.dynamic_net import DynamicNet
@@ -39,6 +48,7 @@ from .checkpoint import (
 from .config import TrainConfig, resolve_config
 from .data import load_run_data, say
 from .device import pick_device
+from .precision import Precision
 from .schedule import lr_factor
 
 
@@ -66,15 +76,38 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out: str | Path, *, progress: bool | None = None) -> None:
         self.cfg, self.out = cfg, Path(out)
         self.progress = progress
-        self.device = pick_device(cfg.device)
+        self.dist, self.device = setup(pick_device(cfg.device), cfg.dist_backend,
+                                       cfg.dist_timeout)
+        self.main = self.dist is None or self.dist.is_main  # the rank that writes files
+        if cfg.sync_bn and self.dist is None:
+            raise ValueError("--sync-bn needs a process group: launch with torchrun "
+                             "--nproc-per-node K (K > 1), or drop --sync-bn")
+        self.precision = Precision(cfg.amp, self.device, cfg.channels_last)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
         self.data = load_run_data(cfg, self.device)
+        if self.dist is not None:
+            world = self.dist.world_size
+            if self.data.test.num_samples < world:
+                raise ValueError(f"the test split has {self.data.test.num_samples} images, "
+                                 f"fewer than the {world} processes: launch fewer")
+            self.data.train.shard(self.dist.rank, world, pad=True)
+            self.data.test.shard(self.dist.rank, world, pad=False)
         self.model_kwargs = model_kwargs(self.cfg, self.data)
-        self.model: DynamicNet = create_model(cfg.model, **self.model_kwargs).to(self.device)
+        model = create_model(cfg.model, **self.model_kwargs)
+        if cfg.sync_bn:
+            model = convert_sync_batchnorm(model, self.device)
+        self.model: DynamicNet = self.precision.model(model.to(self.device))
+        self.net: torch.nn.Module = self.model  # what a training step calls (DDP's wrapper)
+        if self.dist is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.method.unused_parameters(cfg))
         self.input_size = self.data.input_size
         self.model.macs_table(self.input_size)  # fail early on an input the model cannot take
         if self.device.type == "cpu":
@@ -129,8 +162,22 @@ class Trainer:
                 f"{self.out} already holds a run: pass --resume to {then}, or another --out"
             )
 
+    def lockstep(self) -> AbstractContextManager[object]:
+        """Code every rank runs together: global batch statistics, gathered evaluation."""
+        return self.dist.activate() if self.dist is not None else nullcontext()
+
     def prepare_out(self, resume: bool) -> None:
         self.check_out(resume)
+        if self.dist is not None:
+            self.dist.barrier()  # every rank has checked before rank 0 writes
+        if self.main:
+            self._prepare_files(resume)
+        if self.dist is not None:
+            self.dist.barrier()  # rank 0 has repaired what a crash left: the others read it
+            if not self.main and resume and self.has_checkpoint():
+                self.load_last(repair=False)
+
+    def _prepare_files(self, resume: bool) -> None:
         if resume and self.has_checkpoint():
             self.load_last()
         elif resume:
@@ -169,8 +216,8 @@ class Trainer:
             say(f"{path}: dropped {broken} half-written line(s) a crash left")
         atomic_write_bytes(path, ("\n".join(kept) + "\n" if kept else "").encode())
 
-    def load_last(self) -> None:
-        meta, tensors = read_checkpoint(self.last_path, repair=True)
+    def load_last(self, repair: bool = True) -> None:
+        meta, tensors = read_checkpoint(self.last_path, repair=repair)
         if meta["model"] != self.cfg.model or meta["model_kwargs"] != self.model_kwargs:
             raise TrainingError(
                 f"{self.last_path} was trained as {meta['model']} {meta['model_kwargs']}, "
@@ -182,8 +229,20 @@ class Trainer:
         self.pending = meta["extra"].get("pending")
         if meta["extra"].get("loss_state"):
             self.loss.load_state_dict(meta["extra"]["loss_state"])
+        self.precision.load_state_dict(meta["extra"].get("scaler") or {})
+        saved = meta["extra"].get("steps_per_epoch", self.steps_per_epoch)
+        if saved != self.steps_per_epoch:  # another number of processes: same epoch, new steps
+            self.state.step = self.state.epoch * self.steps_per_epoch
+            self.scheduler.last_epoch = self.state.step
+            factor = lr_factor(self.cfg, self.steps_per_epoch)(self.state.step)
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                   strict=True):
+                group["lr"] = base * factor
+            self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # noqa: SLF001
 
     def save(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
+        if not self.main:
+            return self.out / f"{name}.json"
         with writing(self.out / f"{name}.json"):
             return save_checkpoint(
                 self.out / name, self.model, model_name=self.cfg.model,
@@ -194,10 +253,14 @@ class Trainer:
                     "data": self.data.spec.to_dict(), "input_size": self.input_size,
                     "loss_state": self.loss.state_dict(),
                     "metrics": metrics or {}, "pending": self.pending,
+                    "steps_per_epoch": self.steps_per_epoch, "scaler": self.precision.state_dict(),
+                    "world_size": 1 if self.dist is None else self.dist.world_size,
                 },
             )
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
         with writing(self.out / "metrics.jsonl"), open(self.out / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -211,6 +274,8 @@ class Trainer:
         model, cfg = self.model, self.cfg
         model.train()
         self.data.train.set_epoch(epoch)
+        if self.dist is not None:  # each rank its own gate noise, the same for any resume
+            torch.manual_seed(epoch_seed(epoch_seed(cfg.seed, epoch), self.dist.rank))
         noise = noise_schedule(epoch, cfg.epochs, cfg.noise_anneal_from, cfg.noise_final)
         set_gate_noise(model, noise)
         setup = cfg.method.epoch_setup(model, cfg, epoch)  # e.g. warm-up, frozen routers
@@ -219,15 +284,18 @@ class Trainer:
         bar = tqdm(
             self.data.train, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
             leave=False, dynamic_ncols=True,
-            disable=None if self.progress is None else not self.progress,
+            disable=(None if self.progress is None else not self.progress) or not self.main,
         )
+        precision = self.precision
         for batch in bar:
-            x = batch.images.to(self.device, non_blocking=True)
+            x = precision.inputs(batch.images.to(self.device, non_blocking=True))
             y = batch.labels.to(self.device, non_blocking=True)
             c = batch.categories.to(self.device, non_blocking=True)
-            with setup.forward():
-                logits, routing = model(x, return_routing=True)
-            out = self.loss(logits, routing, y, c)
+            with self.lockstep():
+                with setup.forward(), precision.autocast():
+                    logits, routing = self.net(x, return_routing=True)
+                logits = logits.float()  # the loss and its bookkeeping in fp32
+                out = self.loss(logits, routing, y, c)
             if not torch.isfinite(out.total):
                 last = (f"the last good checkpoint is {self.last_path}" if self.has_checkpoint()
                         else "no epoch had finished, so there is no checkpoint")
@@ -236,8 +304,7 @@ class Trainer:
                     f"step {self.state.step + 1}; {last}"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            out.total.backward()
-            self.optimizer.step()
+            precision.backward_step(out.total, self.optimizer)
             self.scheduler.step()
             self.state.step += 1
             n = y.shape[0]
@@ -253,6 +320,11 @@ class Trainer:
                 bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}",
                                 acc=f"{totals['correct'] / seen:.3f}",
                                 macs=f"{totals['macs_ratio'] / seen:.3f}")
+        if self.dist is not None:  # the epoch's figures over every rank's rows
+            keys, parts = list(totals), sorted(parts_sum)
+            summed = self.dist.all_sum([totals[k] for k in keys] + [parts_sum[k] for k in parts])
+            totals = dict(zip(keys, summed[:len(keys)], strict=True))
+            parts_sum = dict(zip(parts, summed[len(keys):], strict=True))
         seen = totals["seen"]
         result = {
             "gate_noise": noise,
@@ -265,16 +337,20 @@ class Trainer:
         return result
 
     def evaluate(self) -> dict[str, Any]:
-        record = collect(self.model, self.data.test, self.device)
+        if self.dist is not None:
+            self.dist.broadcast_buffers(self.model)  # the running statistics rank 0 saves
+        with self.lockstep():
+            record = collect(self.model, self.data.test, self.device)
         return summarize_record(
             record, self.model, self.input_size, self.data.category_map.names
         )
 
     def run(self, resume: bool = False) -> dict[str, Any]:
         self.prepare_out(resume)
-        from torch.utils.tensorboard import SummaryWriter
+        if self.main:
+            from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(self.out / "tb"))
+            self.writer = SummaryWriter(str(self.out / "tb"))
         cfg = self.cfg
         metrics: dict[str, Any] = {}
         try:
@@ -292,7 +368,8 @@ class Trainer:
         except KeyboardInterrupt:
             raise TrainingInterrupted(self.interrupted()) from None
         finally:
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
         return self.finish(metrics)
 
     def close_epoch(self) -> dict[str, Any]:
@@ -308,6 +385,8 @@ class Trainer:
             self.state.best_top1 = test["top1"]
             self.save("best", test)  # before last: last's best_top1 never runs ahead of best.*
         self.save("last", test)
+        if not self.main:
+            return test
         remove_checkpoint(self.out / "interrupted")
         tqdm.write(
             f"epoch {record['epoch']}/{self.cfg.epochs}  loss {record['train_loss']:.4f}  "
@@ -318,6 +397,8 @@ class Trainer:
 
     def interrupted(self) -> str:
         """Ctrl-C: save the weights as they are, say what was saved and how to go on."""
+        if not self.main:
+            return "interrupted: rank 0 saves the weights"
         try:
             path = self.save("interrupted")
         except KeyboardInterrupt:
@@ -344,14 +425,17 @@ class Trainer:
         calibration: dict[str, Any] | None = None
         if metric is not None:
             uncalibrated = metrics or self.evaluate()
+            subset = self.data.plain_train_subset(cfg.calibration_samples, cfg.eval_batch_size,
+                                                  cfg.seed)
+            if self.dist is not None:
+                subset.shard(self.dist.rank, self.dist.world_size, pad=False)
             try:
-                result = calibrate_gates(
-                    self.model,
-                    self.data.plain_train_subset(cfg.calibration_samples, cfg.eval_batch_size,
-                                                 cfg.seed),
-                    cfg.target_rate, input_size=self.input_size, metric=metric,
-                    device=self.device, progress=self.progress,
-                )
+                with self.lockstep():
+                    result = calibrate_gates(
+                        self.model, subset, cfg.target_rate, input_size=self.input_size,
+                        metric=metric, device=self.device,
+                        progress=self.progress if self.main else False,
+                    )
             except KeyboardInterrupt:
                 raise TrainingInterrupted(
                     f"interrupted during gate calibration: the trained weights are in "
@@ -363,12 +447,14 @@ class Trainer:
                 "uncalibrated": {k: uncalibrated[k] for k in
                                  ("top1", "macs_mean", "macs_std", "macs_ratio")},
             }
-            tqdm.write(
-                f"calibrated gates: on-logit offset {result.offset:+.3f}, {metric} on "
-                f"{result.samples} training images {result.before:.3f} -> {result.after:.3f}; "
-                f"test top1 {metrics['top1']:.4f}, MACs ratio {metrics['macs_ratio']:.3f} "
-                f"(uncalibrated {uncalibrated['top1']:.4f}, {uncalibrated['macs_ratio']:.3f})"
-            )
+            if self.main:
+                tqdm.write(
+                    f"calibrated gates: on-logit offset {result.offset:+.3f}, {metric} on "
+                    f"{result.samples} training images {result.before:.3f} -> "
+                    f"{result.after:.3f}; test top1 {metrics['top1']:.4f}, MACs ratio "
+                    f"{metrics['macs_ratio']:.3f} (uncalibrated {uncalibrated['top1']:.4f}, "
+                    f"{uncalibrated['macs_ratio']:.3f})"
+                )
         elif not metrics:  # resumed a finished run: report its last evaluation
             metrics = self.evaluate()
         final = {
@@ -376,8 +462,9 @@ class Trainer:
             "epochs": self.state.epoch, "train_seconds": self.state.train_seconds,
             "best_top1": self.state.best_top1, **metrics, "calibration": calibration,
         }
-        with writing(self.out / "metrics.json"):
-            atomic_write_json(self.out / "metrics.json", final)
+        if self.main:
+            with writing(self.out / "metrics.json"):
+                atomic_write_json(self.out / "metrics.json", final)
         return final
 
 
