@@ -83,7 +83,7 @@ def test_rank0_alone_writes(run2):
     assert [r["epoch"] for r in lines(run2)] == [1, 2]  # one line per epoch, not per rank
     meta = json.loads((run2 / "last.json").read_text())
     assert meta["extra"]["world_size"] == 2
-    assert meta["extra"]["steps_per_epoch"] == 6  # 400 rows / 2 ranks / 32 per step, last one dropped
+    assert meta["extra"]["steps_per_epoch"] == 6  # 200 rows a rank / 32, the last part dropped
 
 
 def test_resume_in_one_process_and_back(run2, tmp_path):
