@@ -172,3 +172,25 @@ def test_json_wrong_shape_and_values(tmp_path: Path) -> None:
         )
     with pytest.raises(DataError, match="does not exist"):
         load_category_json(tmp_path / "missing.json", NAMES)
+
+
+def test_imagenet_wordnet_categories():
+    """The committed ILSVRC-2012 map (scripts/imagenet_categories.py, WordNet 3.0): 1000 ids in
+    58 categories, the default for an image folder whose classes are exactly those ids."""
+    import json
+    from importlib import resources
+
+    from dmnn.data.categories import imagenet_categories
+
+    data = json.loads(resources.files("dmnn.data").joinpath("imagenet_categories.json")
+                      .read_text())
+    ids = data["class_names"]
+    assert len(set(ids)) == 1000 and len(data["names"]) == 58
+    assert sorted(set(data["class_to_category"])) == list(range(58))
+    cmap = imagenet_categories(sorted(ids))
+    assert cmap is not None and cmap.num_categories == 58
+    name = dict(zip(sorted(ids), (cmap.names[c] for c in cmap.class_to_category), strict=True))
+    assert name["n02085620"] == name["n02106662"] == "dog (n02084071)"  # Chihuahua, shepherd
+    assert name["n01440764"] == "aquatic_vertebrate (n01473806)"  # tench
+    assert name["n04285008"] != name["n02085620"]  # sports car is no dog
+    assert imagenet_categories(sorted(ids)[:999]) is None  # another dataset: k-means default

@@ -77,3 +77,25 @@ def test_sharded_loader_reads_its_rows_deterministically():
     assert torch.equal(torch.stack(ranks, 1).reshape(-1), whole)  # the same epoch order
     again = torch.cat([b.labels for b in loader(1, 2)])
     assert torch.equal(again, ranks[1])
+
+
+@pytest.mark.parametrize("name", ["dmnn_resnet20", "dmnn_mobilenetv2"])
+def test_grouped_training_path_equals_dense_under_bf16(name):
+    """The fused training executor under autocast: same logits and gate gradients as dense."""
+    from dmnn.network.gate import set_gate_noise
+
+    results = {}
+    for mode in ("grouped", "dense"):
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=10).train()
+        set_gate_noise(model, 0.0)
+        model.set_execution(mode)
+        x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, routing = model(x, return_routing=True)
+        logits.float().sum().backward()
+        grad = model.gated_blocks[0].gate.fc_gate.weight.grad
+        results[mode] = (logits.float().detach(), grad.clone())
+    (lg, gg), (ld, gd) = results["grouped"], results["dense"]
+    assert (lg - ld).abs().max().item() <= 0.05 * ld.abs().max().item()
+    assert (gg - gd).abs().max().item() <= 0.05 * gd.abs().max().item() + 1e-6

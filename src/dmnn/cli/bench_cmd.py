@@ -31,6 +31,8 @@ def bench_cmd(
     data_dir: Annotated[str | None, typer.Option(
         "--data-dir", help="Dataset folder for --checkpoint.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Annotated[str, typer.Option(
+        "--device", help="cpu | cuda[:N] (forced-gate timing only).")] = "cpu",
 ) -> None:
     """Time the static backbone and the gated model (masked dense, sparse); report the ratios."""
     from ..evaluation.latency import bench, check_bench_args
@@ -43,6 +45,9 @@ def bench_cmd(
     if checkpoint is not None:
         if model is not None:
             raise ValueError("give either MODEL or --checkpoint (the checkpoint names its model)")
+        if device != "cpu":
+            raise ValueError("--device applies to forced-gate timing: --checkpoint times on "
+                             "the CPU")
         bench_checkpoint(checkpoint, data_dir, batch, threads, repeats, warmup, as_json)
         return
     if model is None:
@@ -54,15 +59,16 @@ def bench_cmd(
     result = bench(
         model, rate=rate, batch=batch, input_size=input_size, threads=threads, repeats=repeats,
         warmup=warmup, seed=seed, model_kwargs=kwargs,
-        progress=bar,
+        progress=bar, device=device,
     )
     bar.close()
     if as_json:
         print_json(result)
         return
     ms = result["latency_ms"]
+    where = result["device"] if result["device"] != "cpu" else f"{result['threads']} threads"
     typer.echo(f"{model}  batch {batch}  {result['input_size']}px  rate {rate}  "
-               f"{result['threads']} threads  median of {repeats}")
+               f"{where}  median of {repeats}")
     for name, label in (("static", "static backbone"), ("twin", "static twin (gates removed)"),
                         ("all_on_masked", "all on, masked dense"),
                         ("all_on_sparse", "all on, sparse"),

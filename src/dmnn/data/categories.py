@@ -24,6 +24,7 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,18 @@ def categories_from_mapping(
         if category_of[i] not in names:
             names.append(category_of[i])
     return CategoryMap([names.index(category_of[i]) for i in range(len(class_names))], names)
+
+
+def imagenet_categories(class_names: Sequence[str]) -> CategoryMap | None:
+    """The paper's ImageNet grouping (§3.2: 58 coarse categories from WordNet) for a dataset
+    whose classes are the 1000 ILSVRC-2012 WordNet ids, else None. The map is committed
+    (``imagenet_categories.json``, built by scripts/imagenet_categories.py from WordNet 3.0)."""
+    data = json.loads(resources.files("dmnn.data").joinpath("imagenet_categories.json")
+                      .read_text(encoding="utf-8"))
+    if sorted(class_names) != sorted(data["class_names"]):
+        return None
+    category_of = dict(zip(data["class_names"], data["class_to_category"], strict=True))
+    return CategoryMap([category_of[c] for c in class_names], data["names"])
 
 
 def load_category_json(path: str | os.PathLike[str], class_names: Sequence[str]) -> CategoryMap:

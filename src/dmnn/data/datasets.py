@@ -30,6 +30,7 @@ from dmnn.data.categories import (
     cifar10_default_categories,
     class_mean_features,
     coarse_label_categories,
+    imagenet_categories,
     kmeans_categories,
     load_category_json,
 )
@@ -404,7 +405,8 @@ def _imagefolder_bundle(
     cmap = resolve_categories(
         categories,
         class_names=index.classes,
-        default=lambda: kmeans_categories(features(), default_k, seed=seed),
+        default=lambda: (imagenet_categories(index.classes)
+                         or kmeans_categories(features(), default_k, seed=seed)),
         default_k=default_k,
         features=features,
         seed=seed,

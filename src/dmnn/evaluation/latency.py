@@ -23,6 +23,7 @@ from ..network.block import blocks_patched
 from ..network.dynamic_net import DynamicNet
 from ..network.memory import check_fits, inference_bytes
 from ..registry import backbone_of, create_model, method_of
+from ..train.device import pick_device
 
 
 def without_controllers(model: DynamicNet) -> AbstractContextManager[None]:
@@ -75,16 +76,19 @@ def static_backbone_for(name: str, model_kwargs: dict[str, Any] | None = None) -
 
 def timed_round(
     variants: dict[str, Callable[[], torch.Tensor]], i: int,
-    times: dict[str, list[float]] | None,
+    times: dict[str, list[float]] | None, sync: Callable[[], None] = lambda: None,
 ) -> dict[str, torch.Tensor]:
     """Run every variant once, in an order rotated by round ``i`` (no variant always first or
-    last); append each one's seconds to ``times`` unless it is None (warm-up). Returns outputs."""
+    last); append each one's seconds to ``times`` unless it is None (warm-up). Returns outputs.
+    ``sync`` waits for queued device work (CUDA), so each time covers its own kernels only."""
     order = list(variants)
     order = order[i % len(order):] + order[: i % len(order)]
     outs = {}
     for name in order:
+        sync()
         start = time.perf_counter()
         outs[name] = variants[name]()
+        sync()
         elapsed = time.perf_counter() - start
         if times is not None:
             times[name].append(elapsed)
@@ -109,20 +113,25 @@ def bench(
     seed: int = 0,
     model_kwargs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Time static / twin / all-on / masked / sparse forwards; return latencies and ratios."""
     check_bench_args(model, rate, batch, input_size)
     if threads is not None:
         torch.set_num_threads(threads)
-    dmnn = create_model(model, **(model_kwargs or {})).eval()
-    static = static_backbone_for(model, model_kwargs).eval()
+    dev = pick_device(device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    dmnn = create_model(model, **(model_kwargs or {})).eval().to(dev)
+    static = static_backbone_for(model, model_kwargs).eval().to(dev)
     natural = decide_all_on(dmnn)  # rate-r variants force their gates; all-on ones decide
     all_on = None if natural else "on"
     size = input_size or dmnn.default_input_size
     table = dmnn.macs_table(size)
-    check_fits(inference_bytes(dmnn, (size, size), batch) * 3,  # three variants' outputs alive
-               f"bench at {size} px, batch {batch}", "lower --input-size or --batch")
-    x = torch.randn(batch, dmnn.in_chans, size, size, generator=torch.Generator().manual_seed(seed))
+    if dev.type == "cpu":
+        check_fits(inference_bytes(dmnn, (size, size), batch) * 3,  # three outputs alive
+                   f"bench at {size} px, batch {batch}", "lower --input-size or --batch")
+    x = torch.randn(batch, dmnn.in_chans, size, size,
+                    generator=torch.Generator().manual_seed(seed)).to(dev)
 
     def twin() -> torch.Tensor:
         with without_controllers(dmnn):
@@ -151,7 +160,7 @@ def bench(
                 "all_on_sparse": gated("sparse", all_on, s),
                 "masked": gated("dense", rate, s), "sparse": gated("sparse", rate, s),
             }
-            outs = timed_round(variants, i, times if i >= warmup else None)
+            outs = timed_round(variants, i, times if i >= warmup else None, sync)
             max_diff = max(max_diff, (outs["masked"] - outs["sparse"]).abs().max().item())
             if i >= warmup:
                 with force_gates(dmnn, rate, seed=s):
@@ -170,7 +179,7 @@ def bench(
     macs_ratio = statistics.fmean(macs) / table.full
     latency_ratio = paired_ratio(times["sparse"], times["all_on_masked"])
     return {
-        "model": model, "batch": batch, "input_size": size, "rate": rate,
+        "model": model, "batch": batch, "input_size": size, "rate": rate, "device": str(dev),
         "threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup,
         "macs_full": table.full, "macs_static_backbone": static.macs_table(size).full,
         "macs_sparse_mean": statistics.fmean(macs),

@@ -240,10 +240,10 @@ class DMNNLoss(Loss):
 
     def __init__(self, config: LossConfig) -> None:
         self.config = config
-        self.dual = 0.0  # λ
+        self.dual: Tensor | float = 0.0  # λ (a float64 tensor on the device once training runs)
 
     def state_dict(self) -> dict[str, float]:
-        return {"dual": self.dual}
+        return {"dual": float(self.dual)}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.dual = float(state.get("dual", 0.0))
@@ -264,12 +264,14 @@ class DMNNLoss(Loss):
             parts.update(exec=l_exec.detach(), flops=l_flops.detach())
             if cfg.dual_step:
                 gap = routing.macs_fraction(cfg.macs_scope).float() - cfg.target_rate
-                res = res + self.dual * gap
-                parts["dual"] = torch.tensor(self.dual)
-                # only a training step whose gates can follow (not eval, not forced gates)
+                dual = torch.as_tensor(self.dual, dtype=torch.float64, device=gap.device)
+                res = res + dual.to(gap.dtype) * gap
+                parts["dual"] = dual.detach().clone()
+                # only a training step whose gates can follow (not eval, not forced gates);
+                # kept on the device: no host sync per step
                 if logits.requires_grad and any(g is not None and g.requires_grad
                                                 for g in routing.gates):
-                    self.dual += cfg.dual_step * gap.item()
+                    self.dual = dual + cfg.dual_step * gap.detach().double()
             if cfg.path_balance:
                 l_bal = path_balance_loss(routing.gates, e)
                 res = res + cfg.path_balance * l_bal

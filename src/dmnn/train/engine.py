@@ -70,6 +70,30 @@ class RunState:
     train_seconds: float = 0.0
 
 
+class Sums:
+    """Per-epoch sums of the training figures, kept as float64 tensors on the device and read
+    back once an epoch (summed over the ranks under torchrun)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.values: dict[str, torch.Tensor] = {}
+
+    def add(self, key: str, value: torch.Tensor | float, weight: int) -> None:
+        v = torch.as_tensor(value, device=self.device).detach().double() * weight
+        self.values[key] = self.values[key] + v if key in self.values else v
+
+    def means(self, keys: list[str]) -> list[float]:
+        seen = self.values["seen"]
+        return torch.stack([self.values[k] / seen for k in keys]).tolist()
+
+    def totals(self, dist: Any = None) -> dict[str, float]:
+        keys = list(self.values)  # insertion order: the same on every rank
+        values = torch.stack([self.values[k] for k in keys]).tolist()
+        if dist is not None:
+            values = dist.all_sum(values)
+        return dict(zip(keys, values, strict=True))
+
+
 class Trainer:
     """Trains ``cfg`` into ``out``: config.yaml, metrics.jsonl, metrics.json, tb/, checkpoints."""
 
@@ -279,15 +303,15 @@ class Trainer:
         noise = noise_schedule(epoch, cfg.epochs, cfg.noise_anneal_from, cfg.noise_final)
         set_gate_noise(model, noise)
         setup = cfg.method.epoch_setup(model, cfg, epoch)  # e.g. warm-up, frozen routers
-        totals = {"loss": 0.0, "correct": 0.0, "seen": 0, "macs_ratio": 0.0, "dyn_ratio": 0.0}
-        parts_sum: dict[str, float] = {}
+        sums = Sums(self.device)  # on the device: no host copy per step on CUDA
         bar = tqdm(
             self.data.train, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
             leave=False, dynamic_ncols=True,
             disable=(None if self.progress is None else not self.progress) or not self.main,
         )
         precision = self.precision
-        for batch in bar:
+        every = 1 if self.device.type == "cpu" else 25  # steps between host reads on devices
+        for i, batch in enumerate(bar):
             x = precision.inputs(batch.images.to(self.device, non_blocking=True))
             y = batch.labels.to(self.device, non_blocking=True)
             c = batch.categories.to(self.device, non_blocking=True)
@@ -296,7 +320,7 @@ class Trainer:
                     logits, routing = self.net(x, return_routing=True)
                 logits = logits.float()  # the loss and its bookkeeping in fp32
                 out = self.loss(logits, routing, y, c)
-            if not torch.isfinite(out.total):
+            if i % every == 0 and not torch.isfinite(out.total):
                 last = (f"the last good checkpoint is {self.last_path}" if self.has_checkpoint()
                         else "no epoch had finished, so there is no checkpoint")
                 raise TrainingError(
@@ -308,23 +332,18 @@ class Trainer:
             self.scheduler.step()
             self.state.step += 1
             n = y.shape[0]
-            totals["seen"] += n
-            totals["loss"] += out.total.item() * n
-            totals["correct"] += (logits.argmax(1) == y).sum().item()
-            totals["macs_ratio"] += routing.macs_fraction("network").item() * n
-            totals["dyn_ratio"] += routing.macs_fraction("dynamic").item() * n
+            sums.add("seen", n, 1)
+            sums.add("loss", out.total, n)
+            sums.add("correct", (logits.argmax(1) == y).sum(), 1)
+            sums.add("macs_ratio", routing.macs_fraction("network"), n)
+            sums.add("dyn_ratio", routing.macs_fraction("dynamic"), n)
             for k, v in out.parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + v.item() * n
-            if not bar.disable:
-                seen = totals["seen"]
-                bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}",
-                                acc=f"{totals['correct'] / seen:.3f}",
-                                macs=f"{totals['macs_ratio'] / seen:.3f}")
-        if self.dist is not None:  # the epoch's figures over every rank's rows
-            keys, parts = list(totals), sorted(parts_sum)
-            summed = self.dist.all_sum([totals[k] for k in keys] + [parts_sum[k] for k in parts])
-            totals = dict(zip(keys, summed[:len(keys)], strict=True))
-            parts_sum = dict(zip(parts, summed[len(keys):], strict=True))
+                sums.add(f"part.{k}", v, n)
+            if not bar.disable and i % every == 0:
+                mean = sums.means(["loss", "correct", "macs_ratio"])
+                bar.set_postfix(loss=f"{mean[0]:.3f}", acc=f"{mean[1]:.3f}",
+                                macs=f"{mean[2]:.3f}")
+        totals = sums.totals(self.dist)  # the epoch's figures over every rank's rows
         seen = totals["seen"]
         result = {
             "gate_noise": noise,
@@ -332,7 +351,8 @@ class Trainer:
             "train_macs_ratio": totals["macs_ratio"] / seen,
             "train_macs_ratio_dynamic": totals["dyn_ratio"] / seen,
         }
-        result.update({f"train_loss_{k}": v / seen for k, v in parts_sum.items() if k != "total"})
+        result.update({f"train_loss_{k[5:]}": v / seen for k, v in totals.items()
+                       if k.startswith("part.") and k != "part.total"})
         result.update(setup.record)
         return result
 
