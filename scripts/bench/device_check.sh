@@ -3,7 +3,8 @@
 # the machine's own python3 and torch, PYTHONPATH=src.
 #
 #   bash scripts/bench/device_check.sh            # on the GPU machine, from the repository root
-#   DEVICE=cpu EPOCHS=1 bash scripts/bench/device_check.sh   # dry run of the same steps here
+#   DEVICE=cpu EPOCHS=1 REPEATS=1 BATCHES=1 TRAIN_ARGS="--max-train-samples 1000" \
+#     bash scripts/bench/device_check.sh                      # a dry run of the same steps
 #
 # Steps: environment; the CUDA-marked tests (tests/test_cuda.py: sparse == masked dense on the
 # GPU, host syncs per block, bf16 training with the data on the device); a 2-epoch CIFAR-10 DMNN
@@ -16,6 +17,9 @@ export PYTHONPATH=src OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 EPOCHS=${EPOCHS:-2}
+REPEATS=${REPEATS:-20}
+BATCHES=${BATCHES:-1 32}
+read -r -a extra <<< "${TRAIN_ARGS:-}"
 OUT=${OUT:-results/device-check}
 CIFAR=${CIFAR:-}
 for d in "$CIFAR" shared/data/cifar-10-batches-py ../shared/data/cifar-10-batches-py; do
@@ -54,12 +58,12 @@ else
 fi
 amp=bf16
 step train 240 $PY -m dmnn train "${data[@]}" --device "$DEVICE" --amp $amp --channels-last \
-  --epochs "$EPOCHS" --out "$run" --no-progress
+  --epochs "$EPOCHS" --out "$run" --no-progress "${extra[@]}"
 summary+=("  $what, $EPOCHS epochs, --amp $amp --channels-last: $(tail -1 "$OUT/train.log")")
 
-for b in 1 32; do
+for b in $BATCHES; do
   step "bench_b$b" 120 $PY -m dmnn bench dmnn_resnet50 --rate 0.5 --batch $b --input-size 224 \
-    --device "$DEVICE" --repeats 20 --warmup 5 --json
+    --device "$DEVICE" --repeats "$REPEATS" --warmup 2 --json
   $PY - "$OUT/bench_b$b.log" <<'PY' >> "$OUT/bench.txt" 2>&1 || true
 import json, sys
 text = open(sys.argv[1]).read()
