@@ -194,3 +194,23 @@ def test_imagenet_wordnet_categories():
     assert name["n01440764"] == "aquatic_vertebrate (n01473806)"  # tench
     assert name["n04285008"] != name["n02085620"]  # sports car is no dog
     assert imagenet_categories(sorted(ids)[:999]) is None  # another dataset: k-means default
+
+
+def test_an_ilsvrc_folder_defaults_to_the_wordnet_categories(tmp_path):
+    import json
+    from importlib import resources
+
+    from PIL import Image
+
+    from dmnn.data import load_dataset
+
+    ids = json.loads(resources.files("dmnn.data").joinpath("imagenet_categories.json")
+                     .read_text())["class_names"]
+    for split in ("train", "val"):
+        for wnid in ids:
+            d = tmp_path / split / wnid
+            d.mkdir(parents=True)
+            Image.new("RGB", (8, 8), (len(wnid), 0, 0)).save(d / "a.png")
+    bundle = load_dataset("imagefolder", tmp_path, image_size=8, batch_size=4)
+    assert bundle.category_map.num_categories == 58
+    assert bundle.category_map.names[0] == "device (n03183080)"
