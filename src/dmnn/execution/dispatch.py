@@ -9,6 +9,9 @@
 * ``grouped`` (:mod:`dmnn.execution.grouped`): dense, with the N sub-blocks fused into one stack
   of ops built from the per-sub-block parameters: same result and gradients, far fewer small
   convolutions. ``auto`` uses it in training where the structure allows it, else dense.
+* ``fused`` (:mod:`dmnn.execution.fused`): sparse, with BatchNorm folded and each gate
+  pattern's on-paths run as one stack (eval only). ``auto`` uses it at eval where the structure
+  allows it, else sparse; static blocks (no gate) are folded too.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from typing import Literal
 from torch import Tensor, nn
 
 from ..checks import check_choice
+from .fused import run_fused
 from .grouped import try_run_grouped
 from .sparse import run_sparse
 
-ExecutionMode = Literal["auto", "dense", "sparse", "grouped"]
-EXECUTION_MODES: tuple[str, ...] = ("auto", "dense", "sparse", "grouped")
+ExecutionMode = Literal["auto", "dense", "sparse", "grouped", "fused"]
+EXECUTION_MODES: tuple[str, ...] = ("auto", "dense", "sparse", "grouped", "fused")
 
 
 def check_mode(mode: str) -> None:
@@ -48,10 +52,15 @@ def run_paths(
     paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None, mode: str,
     training: bool, dense_above: Sequence[float] | None = None,
 ) -> Tensor:
-    """Dispatch (``auto``: grouped, else dense, in training; sparse exactly when not training)."""
+    """Dispatch (``auto``: grouped, else dense, in training; fused, else sparse, at eval)."""
+    fused = mode == "fused" or (mode == "auto" and not training)
+    if fused and dense_above is None:  # autotuned thresholds belong to the sparse executor
+        out = run_fused(paths, x, gates, base)
+        if out is not None:
+            return out
     if gates is None:
         return run_dense(paths, x, None, base)
-    sparse = mode == "sparse" or (mode == "auto" and not training)
+    sparse = mode in ("sparse", "fused") or (mode == "auto" and not training)
     if sparse:
         return run_sparse(paths, x, gates, base, dense_above)
     if mode == "grouped" or mode == "auto":

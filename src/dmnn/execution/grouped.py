@@ -38,7 +38,7 @@ from torch.nn.modules import module as _module
 
 from ..network.layers import ChannelSlice
 
-_ACTS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+ACTS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 
 
 def _global_hooks() -> bool:
@@ -65,7 +65,7 @@ class GroupedPlan:
     layers: tuple[tuple[nn.Module, ...], ...]
 
 
-def _same_conv(convs: Sequence[nn.Module]) -> bool:
+def same_conv(convs: Sequence[nn.Module]) -> bool:
     first = convs[0]
     if type(first) is not nn.Conv2d or first.padding_mode != "zeros":
         return False
@@ -82,7 +82,7 @@ def _same_conv(convs: Sequence[nn.Module]) -> bool:
     )
 
 
-def _same_bn(bns: Sequence[nn.Module]) -> bool:
+def same_bn(bns: Sequence[nn.Module]) -> bool:
     first = bns[0]
     if type(first) is not nn.BatchNorm2d:  # a subclass may have its own forward
         return False
@@ -136,14 +136,14 @@ def make_plan(paths: Sequence[nn.Module]) -> GroupedPlan | None:
     for column in columns:
         first = column[0]
         if type(first) is nn.Conv2d:
-            if not _same_conv(column) or (not stacked and first.groups != 1):
+            if not same_conv(column) or (not stacked and first.groups != 1):
                 return None
             stacked, last_kind = True, "conv"
         elif type(first) is nn.BatchNorm2d:
-            if not stacked or not _same_bn(column):
+            if not stacked or not same_bn(column):
                 return None
             last_kind = "bn"
-        elif type(first) in _ACTS:
+        elif type(first) in ACTS:
             if not stacked or not all(type(m) is type(first) for m in column):
                 return None
             last_kind = "act"

@@ -95,8 +95,9 @@ class DRNetRouter(Gate):
             r = gates[:, :1].to(full.dtype).view(-1, *([1] * (full.dim() - 1)))
             return r * full + (1 - r) * base
         on = gates[:, 0] > 0.5
-        return run_rows(on, int(on.sum()), x.shape[0],
-                        lambda rows: block.post_act(gather(base, rows) + path(gather(x, rows))),
+        return run_rows(on, int(on.sum()), x.shape[0],  # run_paths: BN folded at eval
+                        lambda rows: block.post_act(block.run_paths(gather(x, rows), None,
+                                                                    gather(base, rows))),
                         base, replace=True)
 
     def inference_macs(self, in_shape: tuple[int, ...]) -> int:

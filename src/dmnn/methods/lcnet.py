@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_int, check_number, check_rate, option
+from ..execution.fused import Conv, folded_ops
 from ..execution.sparse import gather, run_rows
 from ..network.gate import Gate, GateDecision
 from ..network.macs import walk
@@ -89,6 +90,33 @@ def path_sliced(path: nn.Sequential, x: Tensor, channel: Tensor, active: Tensor)
     h = F.conv2d(h, conv2.weight.index_select(1, active), conv2.bias, conv2.stride, conv2.padding,
                  conv2.dilation)
     return path[4:](h)
+
+
+def path_sliced_folded(path: nn.Sequential, x: Tensor, channel: Tensor, active: Tensor
+                       ) -> Tensor | None:
+    """:func:`path_sliced` on the BN-folded path (channel slices of the folded weights), or None
+    when the folded path is not conv → act → conv (run the unfolded one)."""
+    ops = folded_ops(path)
+    if len(ops) < 3 or not isinstance(ops[0], Conv) or not isinstance(ops[2], Conv):
+        return None
+    c1, act, c2 = ops[0], ops[1], ops[2]
+    if c1.groups != 1 or c2.groups != 1:
+        return None
+    if active.numel() == 0:  # nothing reaches conv2: its output is its bias
+        h = F.conv2d(x[:, :1], c1.weight[:1, :1], None, c1.stride, c1.padding, c1.dilation)
+        h = F.conv2d(h, c2.weight[:, :1], None, c2.stride, c2.padding, c2.dilation).zero_()
+    else:
+        bias1 = None if c1.bias is None else c1.bias.index_select(0, active)
+        h = F.conv2d(x, c1.weight.index_select(0, active), bias1, c1.stride, c1.padding,
+                     c1.dilation)
+        h = act(h) * channel.index_select(1, active)[:, :, None, None]
+        h = F.conv2d(h, c2.weight.index_select(1, active), None, c2.stride, c2.padding,
+                     c2.dilation)
+    if c2.bias is not None:
+        h = h + c2.bias.view(1, -1, 1, 1)
+    for op in ops[3:]:
+        h = op(h)
+    return h
 
 
 class LCGate(Gate):
@@ -166,7 +194,10 @@ class LCGate(Gate):
         def run(rows: Tensor | None) -> Tensor:
             cs = gather(channel, rows)
             active = (cs > 0).any(dim=0).nonzero().squeeze(1)
-            y = path_sliced(path, gather(x, rows), cs, active)
+            xs = gather(x, rows)
+            y = path_sliced_folded(path, xs, cs, active) if block.folds() else None
+            if y is None:
+                y = path_sliced(path, xs, cs, active)
             return y * gather(s_block, rows).view(-1, 1, 1, 1)
 
         on = s_block > 0

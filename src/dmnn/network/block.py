@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from torch import Tensor, nn
 
 from ..execution.dispatch import run_paths
+from ..execution.fused import drop_fused, run_folded
 from .gate import Gate, GateDecision, GateFactory, GateOverride
 
 
@@ -77,9 +78,19 @@ class GatedBlock(nn.Module):
             decision.executed = None  # what runs is now exactly the forced gates
         return decision
 
+    def folds(self) -> bool:
+        """Whether BatchNorm is folded now (eval, mode ``auto`` or ``fused``)."""
+        return not self.training and self.execution in ("auto", "fused")
+
+    def train(self, mode: bool = True) -> GatedBlock:
+        drop_fused(self)  # folded weights are rebuilt from the trained ones at the next eval
+        return super().train(mode)
+
     def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, GateDecision | None]:
         decision = self.decide(x, state)
-        base = self.shortcut(x) if self.shortcut is not None else None
+        base = None
+        if self.shortcut is not None:
+            base = run_folded(self.shortcut, x) if self.folds() else self.shortcut(x)
         if decision is None:
             return self.post_act(self.run_paths(x, None, base)), None
         return self.gate.execute(self, x, base, decision), decision

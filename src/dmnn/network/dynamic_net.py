@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ..checks import check_int, check_number
 from ..execution.dispatch import check_mode
+from ..execution.fused import drop_fused, run_folded
 from .block import GatedBlock
 from .gate import training_only_parameters
 from .macs import MacsTable, build_macs_table
@@ -37,6 +38,7 @@ class DynamicNet(nn.Module):
         super().__init__()
         self.stem = stem
         self.blocks = nn.ModuleList(blocks)
+        self.execution = "auto"  # the stem's, as each block's (set_execution sets all)
         self.head = head
         self.in_chans, self.num_classes = in_chans, num_classes
         self.default_input_size = default_input_size
@@ -66,10 +68,20 @@ class DynamicNet(nn.Module):
         return self._tables[key]
 
     def set_execution(self, mode: str) -> None:
-        """'auto' (grouped/dense in training, sparse at eval), 'dense', 'grouped' or 'sparse'."""
+        """'auto' (grouped/dense in training, fused at eval), 'dense', 'grouped', 'sparse' or
+        'fused' (see :mod:`dmnn.execution.dispatch`)."""
         check_mode(mode)
+        self.execution = mode
         for block in self.blocks:
             block.execution = mode
+
+    def folds(self) -> bool:
+        """Whether the stem runs with BatchNorm folded now (as the blocks do)."""
+        return not self.training and self.execution in ("auto", "fused")
+
+    def train(self, mode: bool = True) -> DynamicNet:
+        drop_fused(self.stem)
+        return super().train(mode)
 
     # --- forward -------------------------------------------------------------------------------
     def check_input(self, x: Tensor) -> None:
@@ -84,7 +96,7 @@ class DynamicNet(nn.Module):
     def forward(self, x: Tensor, return_routing: bool = False) -> Tensor | tuple[Tensor, Routing]:
         self.check_input(x)
         size = (x.shape[2], x.shape[3])
-        x = self.stem(x)
+        x = run_folded(self.stem, x) if self.folds() else self.stem(x)
         state: Tensor | None = None
         decisions = []
         for block in self.blocks:

@@ -1,0 +1,176 @@
+"""The fused inference executor (BN folded, on-paths as one stack per gate pattern): the same
+function as masked dense for every registered model, off paths never read, folded weights never
+stale, checkpoints unchanged."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+import dmnn
+from dmnn import force_gates
+from dmnn.execution import fused
+
+MODELS = dmnn.list_models()
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics and affine terms, so that folding changes every weight."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.rand(c, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(c, generator=g) * 0.4 + 0.8)
+                m.weight.copy_(torch.rand(c, generator=g) * 0.4 + 0.8)
+                m.bias.copy_(torch.rand(c, generator=g) * 0.2 - 0.1)
+
+
+def build(name: str) -> tuple[dmnn.DynamicNet, int]:
+    torch.manual_seed(0)
+    model = dmnn.create_model(name, num_classes=10).eval()
+    randomize_bn(model)
+    return model, 32  # the ImageNet backbones too: 1×1 at the last stage, and fast
+
+
+def outputs(model, x, spec) -> dict[str, torch.Tensor]:
+    out = {}
+    gates = force_gates(model, spec) if model.is_dynamic else contextlib.nullcontext()
+    with torch.inference_mode(), gates:
+        for mode in ("auto", "dense"):
+            model.set_execution(mode)
+            out[mode] = model(x)
+    model.set_execution("auto")
+    return out
+
+
+def close(out: dict[str, torch.Tensor]) -> float:
+    scale = out["dense"].abs().max().item()
+    error = (out["auto"] - out["dense"]).abs().max().item() / max(scale, 1e-6)
+    return error if out["dense"].dtype == torch.float32 else error * 1e5  # fp64: to 1e-9
+
+
+@pytest.fixture(autouse=True)
+def _default_dtype():
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+FP64 = {"lcnet_resnet101", "lcnet_resnet110"}
+"""Compared in float64 (to 1e-9): in fp32 their unfolded sliced executor already differs from
+masked dense by ~7e-4 of the logit scale (33+ blocks of sliced convs amplify rounding), so fp32
+cannot tell folding errors from that; in fp64 fused and dense agree to 2e-12."""
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fused_equals_masked_dense(name):
+    model, size = build(name)
+    if name in FP64:
+        torch.set_default_dtype(torch.float64)
+        model.double()
+    if not model.is_dynamic:  # static backbones and twins: folded against unfolded
+        assert close(outputs(model, torch.randn(4, 3, size, size), None)) <= 1e-4
+        return
+    sizes = [b.num_sub_blocks for b in model.blocks]
+    x1 = torch.randn(1, 3, size, size)
+    for bits in itertools.product((0.0, 1.0), repeat=max(sizes)):  # every pattern, batch 1
+        pattern = [torch.tensor([bits[:n]]) for n in sizes]
+        assert close(outputs(model, x1, pattern)) <= 1e-4, bits
+    g = torch.Generator().manual_seed(1)
+    mixed = [torch.randint(0, 2, (16, n), generator=g).float() for n in sizes]
+    assert close(outputs(model, torch.randn(16, 3, size, size), mixed)) <= 1e-4
+    x4 = torch.randn(4, 3, size, size)
+    for spec in ("on", "off"):
+        assert close(outputs(model, x4, spec)) <= 1e-4, spec
+
+
+def test_fused_is_what_eval_runs():
+    """``auto`` at eval fuses every block of DMNN, AIG, DRNet and the static backbone."""
+    for name in ("dmnn_resnet50", "aig_resnet20", "drnet_resnet20", "resnet50",
+                 "dmnn_mobilenetv2"):
+        model, size = build(name)
+        before = len(fused._CACHES)
+        gates = force_gates(model, "on") if model.is_dynamic else contextlib.nullcontext()
+        with torch.inference_mode(), gates:
+            model(torch.randn(2, 3, size, size))
+        assert len(fused._CACHES) - before == len(model.blocks), name
+
+
+def test_off_paths_are_never_read():
+    """NaN in every off sub-block: the output stays finite and equal to masked dense's."""
+    model, size = build("dmnn_resnet50")
+    x = torch.randn(6, 3, size, size)
+    pattern = [torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 0.0]] * 3) for _ in model.blocks]
+    reference = outputs(model, x, pattern)["dense"]
+    with torch.no_grad():
+        for block in model.blocks:
+            for p in block.paths[1].parameters():
+                p.fill_(float("nan"))
+            block.paths[1][1].running_mean.fill_(float("nan"))
+    with torch.inference_mode(), force_gates(model, pattern):
+        out = model(x)
+    assert torch.isfinite(out).all() and (out - reference).abs().max().item() <= 1e-4
+
+
+def test_folded_weights_follow_parameter_changes_and_training():
+    model, size = build("dmnn_resnet20")
+    x = torch.randn(8, 3, size, size)
+    pattern = [torch.randint(0, 2, (8, 2), generator=torch.Generator().manual_seed(i)).float()
+               for i in range(len(model.blocks))]
+    first = outputs(model, x, pattern)
+    assert close(first) <= 1e-4
+    with torch.no_grad():  # an in-place update, as an optimizer step makes
+        model.blocks[3].paths[0][0].weight.mul_(1.5)
+        model.blocks[5].paths[1][1].running_var.mul_(3.0)
+    changed = outputs(model, x, pattern)
+    assert close(changed) <= 1e-4 and (changed["auto"] - first["auto"]).abs().max() > 1e-3
+    model.train()  # one training step moves weights and BN statistics
+    assert not fused._CACHES.get(model.blocks[0].paths)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(torch.randn(8, 3, size, size)).sum().backward()
+    opt.step()
+    model.eval()
+    assert close(outputs(model, x, pattern)) <= 1e-4
+    model.load_state_dict(dmnn.create_model("dmnn_resnet20", num_classes=10).state_dict())
+    assert close(outputs(model, x, pattern)) <= 1e-4  # load_state_dict copies in place
+
+
+def test_state_dict_is_the_unfolded_one():
+    model, size = build("dmnn_resnet50")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.inference_mode(), force_gates(model, 0.5, seed=3):
+        model(torch.randn(4, 3, size, size))
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_lcnet_slices_the_folded_weights(monkeypatch):
+    """LC-Net at eval slices its folded convs; the unfolded slicing is not called."""
+    from dmnn.methods import lcnet
+
+    model, size = build("lcnet_resnet20")
+    x = torch.randn(8, 3, size, size)
+    with torch.inference_mode():
+        model.set_execution("dense")
+        reference = model(x)
+        model.set_execution("auto")
+        monkeypatch.setattr(lcnet, "path_sliced", lambda *a: pytest.fail("unfolded path ran"))
+        out = model(x)
+    assert (out - reference).abs().max().item() <= 1e-4 * reference.abs().max().item()
+
+
+def test_pattern_cache_is_bounded(monkeypatch):
+    """More patterns than the cache holds: the oldest go, results stay right."""
+    monkeypatch.setattr(fused, "MAX_PATTERNS", 2)
+    model, size = build("dmnn_resnet20")
+    g = torch.Generator().manual_seed(4)
+    mixed = [torch.randint(0, 2, (16, 2), generator=g).float() for _ in model.blocks]
+    assert close(outputs(model, torch.randn(16, 3, size, size), mixed)) <= 1e-4
+    sizes = [len(fused._CACHES[b.paths].stacks) for b in model.blocks]
+    assert max(sizes) == 2  # three non-empty patterns met, two kept
