@@ -32,8 +32,14 @@ def test_json_report_has_the_ratios_and_sparse_matches_masked():
         assert isinstance(info[key], float), key
     assert 0.3 < info["macs_ratio"] < 0.7  # forced rate 0.5 on the sub-blocks
     assert info["max_abs_diff_sparse_vs_masked"] <= 1e-5
-    assert set(info["latency_ms"]) == {"static", "twin", "all_on_masked", "all_on_sparse",
-                                       "masked", "sparse"}
+    assert set(info["latency_ms"]) == {"static", "static_unfolded", "twin", "all_on_masked",
+                                       "all_on_sparse", "all_on_fused", "masked", "sparse",
+                                       "fused"}
+    for key in ("latency_ratio_vs_static", "macs_ratio_vs_static", "all_on_vs_static",
+                "static_folded_vs_unfolded"):  # the lead: against the static backbone
+        assert isinstance(info[key], float), key
+    assert info["macs_ratio_vs_static"] == pytest.approx(
+        info["macs_sparse_mean"] / info["macs_static_backbone"])
 
 
 TINY = ["--max-train-samples", "64", "--max-test-samples", "32", "--batch-size", "32",
@@ -64,7 +70,8 @@ def test_checkpoint_bench_times_the_models_own_gates_on_its_test_images(trained_
     # the timed batches are the first 8 test images, so their MACs are eval's first 8
     assert info["macs_mean"] == pytest.approx(per_sample[:8].double().mean().item(), rel=1e-9)
     assert info["max_abs_diff_sparse_vs_masked"] <= 1e-5
-    assert set(info["latency_ms"]) == {"static", "all_on_masked", "masked", "sparse"}
+    assert set(info["latency_ms"]) == {"static", "static_unfolded", "all_on_masked", "masked",
+                                       "sparse", "fused"}
     assert info["macs_ratio_vs_static"] == pytest.approx(
         info["macs_mean"] / info["macs_static_backbone"])
 
@@ -75,7 +82,8 @@ def test_checkpoint_bench_of_a_static_model_compares_it_with_its_backbone(traine
                                  "--batch", "2", "--repeats", "1", "--warmup", "0", "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["gates"] == "none" and set(info["latency_ms"]) == {"static", "model"}
+    assert info["gates"] == "none"
+    assert set(info["latency_ms"]) == {"static", "static_unfolded", "model"}
     assert info["macs_ratio_vs_static"] == pytest.approx(1.0)
 
 

@@ -114,15 +114,18 @@ def bench(
     model_kwargs: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     device: str = "cpu",
+    channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Time static / twin / all-on / masked / sparse forwards; return latencies and ratios."""
+    """Time static (BN folded, as at eval, and unfolded) / twin / all-on / masked / sparse /
+    fused forwards; return latencies and ratios, led by fused against the folded static."""
     check_bench_args(model, rate, batch, input_size)
     if threads is not None:
         torch.set_num_threads(threads)
     dev = pick_device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    dmnn = create_model(model, **(model_kwargs or {})).eval().to(dev)
-    static = static_backbone_for(model, model_kwargs).eval().to(dev)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    dmnn = create_model(model, **(model_kwargs or {})).eval().to(dev, memory_format=layout)
+    static = static_backbone_for(model, model_kwargs).eval().to(dev, memory_format=layout)
     natural = decide_all_on(dmnn)  # rate-r variants force their gates; all-on ones decide
     all_on = None if natural else "on"
     size = input_size or dmnn.default_input_size
@@ -130,8 +133,8 @@ def bench(
     if dev.type == "cpu":
         check_fits(inference_bytes(dmnn, (size, size), batch) * 3,  # three outputs alive
                    f"bench at {size} px, batch {batch}", "lower --input-size or --batch")
-    x = torch.randn(batch, dmnn.in_chans, size, size,
-                    generator=torch.Generator().manual_seed(seed)).to(dev)
+    x = torch.randn(batch, dmnn.in_chans, size, size, generator=torch.Generator().manual_seed(
+        seed)).to(dev).contiguous(memory_format=layout)
 
     def twin() -> torch.Tensor:
         with without_controllers(dmnn):
@@ -146,22 +149,33 @@ def bench(
                 return dmnn(x)
         return run
 
+    def unfolded() -> torch.Tensor:
+        static.set_execution("dense")  # every layer as its own module: BN not folded
+        try:
+            return static(x)
+        finally:
+            static.set_execution("auto")
+
     times: dict[str, list[float]] = {k: [] for k in
-                                     ("static", "twin", "all_on_masked", "all_on_sparse",
-                                      "masked", "sparse")}
+                                     ("static", "static_unfolded", "twin", "all_on_masked",
+                                      "all_on_sparse", "all_on_fused", "masked", "sparse",
+                                      "fused")}
     macs: list[float] = []
     max_diff = 0.0
     with torch.inference_mode():
         for i in range(warmup + repeats):
             s = seed + i
             variants = {
-                "static": lambda: static(x), "twin": twin,
+                "static": lambda: static(x), "static_unfolded": unfolded, "twin": twin,
                 "all_on_masked": gated("dense", all_on, s),
                 "all_on_sparse": gated("sparse", all_on, s),
+                "all_on_fused": gated("auto", all_on, s),
                 "masked": gated("dense", rate, s), "sparse": gated("sparse", rate, s),
+                "fused": gated("auto", rate, s),
             }
             outs = timed_round(variants, i, times if i >= warmup else None, sync)
-            max_diff = max(max_diff, (outs["masked"] - outs["sparse"]).abs().max().item())
+            max_diff = max(max_diff, *((outs["masked"] - outs[k]).abs().max().item()
+                                       for k in ("sparse", "fused")))
             if i >= warmup:
                 with force_gates(dmnn, rate, seed=s):
                     dmnn.set_execution("sparse")
@@ -177,19 +191,31 @@ def bench(
             raise RuntimeError("all-on variant did not run every sub-block")
     ms = {k: median_ms(v) for k, v in times.items()}
     macs_ratio = statistics.fmean(macs) / table.full
-    latency_ratio = paired_ratio(times["sparse"], times["all_on_masked"])
+    static_full = static.macs_table(size).full
+    macs_vs_static = statistics.fmean(macs) / static_full
+    vs_static = paired_ratio(times["fused"], times["static"])
+    latency_ratio = paired_ratio(times["fused"], times["all_on_masked"])
     return {
         "model": model, "batch": batch, "input_size": size, "rate": rate, "device": str(dev),
         "threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup,
-        "macs_full": table.full, "macs_static_backbone": static.macs_table(size).full,
+        "channels_last": channels_last,
+        "macs_full": table.full, "macs_static_backbone": static_full,
         "macs_sparse_mean": statistics.fmean(macs),
+        # against what a user deploys instead: the static backbone, BN folded like ours
+        "latency_ratio_vs_static": vs_static,
+        "macs_ratio_vs_static": macs_vs_static,
+        "latency_over_macs_vs_static": vs_static / macs_vs_static,
+        "all_on_vs_static": paired_ratio(times["all_on_fused"], times["static"]),
+        "static_folded_vs_unfolded": paired_ratio(times["static"], times["static_unfolded"]),
+        "sparse_vs_static_unfolded": paired_ratio(times["sparse"], times["static_unfolded"]),
+        # against our own variants
         "macs_ratio": macs_ratio,
         "latency_ms": ms,
         "latency_ratio": latency_ratio,
-        "latency_ratio_vs_static": paired_ratio(times["sparse"], times["static"]),
+        "latency_ratio_sparse": paired_ratio(times["sparse"], times["all_on_masked"]),
         "latency_ratio_masked": paired_ratio(times["masked"], times["all_on_masked"]),
         "latency_over_macs": latency_ratio / macs_ratio,
-        "controller_overhead": paired_ratio(times["all_on_sparse"], times["twin"]) - 1.0,
-        "controller_overhead_unpaired": ms["all_on_sparse"] / ms["twin"] - 1.0,
+        "controller_overhead": paired_ratio(times["all_on_fused"], times["twin"]) - 1.0,
+        "controller_overhead_sparse": paired_ratio(times["all_on_sparse"], times["twin"]) - 1.0,
         "max_abs_diff_sparse_vs_masked": max_diff,
     }

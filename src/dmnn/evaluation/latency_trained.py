@@ -47,8 +47,10 @@ def bench_trained(
     warmup: int = 3,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Time static backbone / all-on masked / own-gates masked / own-gates sparse per batch.
+    """Time the static backbone (BN folded, as the fused executor runs; and unfolded) against
+    the model's own gates: fused (the default at eval), sparse unfolded, masked dense.
 
     Batch i of the timed loop is ``images[i*batch:(i+1)*batch]``, so the gates are the model's
     decisions on real images (mixed paths at batch > 1). Static and twin models time only
@@ -61,6 +63,9 @@ def bench_trained(
         torch.set_num_threads(threads)
     model = model.eval()
     static = static_backbone_for(name, model_kwargs).eval()
+    if channels_last:  # the same layout for every variant
+        model, static = (m.to(memory_format=torch.channels_last) for m in (model, static))
+        images = images.contiguous(memory_format=torch.channels_last)
     size = (images.shape[2], images.shape[3])
     table = model.macs_table(size)
     gated = model.is_dynamic
@@ -72,12 +77,21 @@ def bench_trained(
         with force_gates(model, forced):
             return model(x)
 
-    variants: dict[str, Callable[[Tensor], Tensor]] = {"static": static}
+    def unfolded(x: Tensor) -> Tensor:
+        static.set_execution("dense")
+        try:
+            return static(x)
+        finally:
+            static.set_execution("auto")
+
+    variants: dict[str, Callable[[Tensor], Tensor]] = {"static": static,
+                                                        "static_unfolded": unfolded}
     if gated:
         variants |= {
             "all_on_masked": lambda x: run("dense", "on", x),
             "masked": lambda x: run("dense", None, x),
             "sparse": lambda x: run("sparse", None, x),
+            "fused": lambda x: run("auto", None, x),
         }
     else:
         variants["model"] = model
@@ -93,17 +107,19 @@ def bench_trained(
                 model.set_execution("sparse" if gated else "auto")
                 macs.append(model(x, return_routing=True)[1].macs.double())
             if gated:
-                max_diff = max(max_diff, (outs["masked"] - outs["sparse"]).abs().max().item())
+                max_diff = max(max_diff, *((outs["masked"] - outs[k]).abs().max().item()
+                                           for k in ("sparse", "fused")))
             if progress is not None:
                 progress(i + 1, warmup + repeats)
     model.set_execution("auto")
     ms = {k: median_ms(v) for k, v in times.items()}
-    fast = "sparse" if gated else "model"
+    fast = "fused" if gated else "model"
     macs_mean = torch.cat(macs).mean().item()
     static_full = static.macs_table(size).full
     out: dict[str, Any] = {
         "model": name, "family": model_family(name), "batch": batch, "input_size": list(size),
         "threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup,
+        "channels_last": channels_last,
         "images": batch * repeats, "gates": "trained" if gated else "none",
         "macs_full": table.full, "macs_static_backbone": static_full,
         "macs_mean": macs_mean,
@@ -111,11 +127,17 @@ def bench_trained(
         "macs_ratio_vs_static": macs_mean / static_full,
         "latency_ms": ms,
         "latency_ratio_vs_static": paired_ratio(times[fast], times["static"]),
+        "static_folded_vs_unfolded": paired_ratio(times["static"], times["static_unfolded"]),
     }
+    out["latency_over_macs_vs_static"] = (out["latency_ratio_vs_static"]
+                                          / out["macs_ratio_vs_static"])
     if gated:
-        ratio = paired_ratio(times["sparse"], times["all_on_masked"])
+        ratio = paired_ratio(times["fused"], times["all_on_masked"])
         out |= {
+            "latency_ratio_sparse_vs_static_unfolded": paired_ratio(
+                times["sparse"], times["static_unfolded"]),
             "latency_ratio": ratio,
+            "latency_ratio_sparse": paired_ratio(times["sparse"], times["all_on_masked"]),
             "latency_ratio_masked": paired_ratio(times["masked"], times["all_on_masked"]),
             "latency_over_macs": ratio / out["macs_ratio"],
             "max_abs_diff_sparse_vs_masked": max_diff,
