@@ -174,3 +174,20 @@ def test_pattern_cache_is_bounded(monkeypatch):
     assert close(outputs(model, torch.randn(16, 3, size, size), mixed)) <= 1e-4
     sizes = [len(fused._CACHES[b.paths].stacks) for b in model.blocks]
     assert max(sizes) == 2  # three non-empty patterns met, two kept
+
+
+@pytest.mark.parametrize("name", ["dmnn_resnet20", "dmnn_resnet50", "dmnn_mobilenetv2",
+                                  "lcnet_resnet20", "resnet20"])
+def test_fused_equals_masked_dense_in_channels_last(name):
+    """The same in the channels-last layout, which gathers, scatters and folded weights keep."""
+    from dmnn.execution.sparse import gather
+
+    model, size = build(name)
+    model.to(memory_format=torch.channels_last)
+    x = torch.randn(16, 3, size, size).contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(1)
+    mixed = [torch.randint(0, 2, (16, b.num_sub_blocks), generator=g).float()
+             for b in model.blocks]
+    assert close(outputs(model, x, mixed if model.is_dynamic else None)) <= 1e-4
+    rows = gather(x, torch.tensor([0, 3, 5]))
+    assert rows.is_contiguous(memory_format=torch.channels_last) and torch.equal(rows, x[[0, 3, 5]])

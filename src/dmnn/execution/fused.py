@@ -74,6 +74,14 @@ def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[Tensor, Tensor | N
     return w * scale.view(-1, 1, 1, 1), shift
 
 
+def _layout(weight: Tensor) -> torch.memory_format:
+    """The layout the model keeps its conv weights in (``model.to(memory_format=...)``):
+    folded weights keep it, so a channels-last model runs channels-last convs."""
+    if not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _act(module: nn.Module):
     return (lambda h: F.relu6(h, inplace=True)) if type(module) is nn.ReLU6 else (
         lambda h: F.relu(h, inplace=True))
@@ -141,8 +149,8 @@ def build_stack(plan: GroupedPlan, on: Sequence[int]) -> Stack | None:
                 weight = torch.cat(ws)
                 groups = first.groups * k if stacked else first.groups
                 b = None if bias is None else torch.cat(bias)
-            ops.append(Conv(weight.contiguous(), b, first.stride, first.padding,
-                            first.dilation, groups))
+            ops.append(Conv(weight.contiguous(memory_format=_layout(first.weight)), b,
+                            first.stride, first.padding, first.dilation, groups))
             stacked = True
             i += 2 if bns is not None else 1
             continue
@@ -319,7 +327,8 @@ def _fold_sequence(layers: list[nn.Module]) -> list:
         nxt = layers[i + 1] if i + 1 < len(layers) else None
         if type(m) is nn.Conv2d and m.padding_mode == "zeros" and type(nxt) is nn.BatchNorm2d:
             w, b = fold(m, nxt)
-            ops.append(Conv(w.contiguous(), b, m.stride, m.padding, m.dilation, m.groups))
+            ops.append(Conv(w.contiguous(memory_format=_layout(m.weight)), b, m.stride,
+                            m.padding, m.dilation, m.groups))
             i += 2
             continue
         ops.append(m)

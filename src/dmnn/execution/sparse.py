@@ -22,9 +22,29 @@ import torch
 from torch import Tensor, nn
 
 
+def _nhwc(t: Tensor) -> bool:
+    """Whether ``t`` is a channels-last image batch (and not also plain contiguous)."""
+    return (t.dim() == 4 and not t.is_contiguous()
+            and t.is_contiguous(memory_format=torch.channels_last))
+
+
 def gather(t: Tensor, rows: Tensor | None) -> Tensor:
-    """The rows of ``t`` (all of them for ``rows=None``)."""
-    return t if rows is None else t.index_select(0, rows)
+    """The rows of ``t`` (all of them for ``rows=None``), in ``t``'s memory layout
+    (``index_select`` alone would return a channels-last batch as NCHW)."""
+    if rows is None:
+        return t
+    if _nhwc(t):
+        return t.permute(0, 2, 3, 1).index_select(0, rows).permute(0, 3, 1, 2)
+    return t.index_select(0, rows)
+
+
+def _scatter(out: Tensor, rows: Tensor, y: Tensor, replace: bool) -> Tensor:
+    """``out[rows] (+)= y`` in place, on the NHWC views when both are channels-last."""
+    if _nhwc(out) and _nhwc(y):
+        o, v = out.permute(0, 2, 3, 1), y.permute(0, 2, 3, 1)
+        o.index_copy_(0, rows, v) if replace else o.index_add_(0, rows, v)
+        return out
+    return out.index_copy_(0, rows, y) if replace else out.index_add_(0, rows, y)
 
 
 def run_rows(
@@ -48,12 +68,13 @@ def run_rows(
     rows = on_rows(on, count)
     y = run(rows)
     if out is None:
-        out = y.new_zeros((batch, *y.shape[1:]))
+        fmt = torch.channels_last if _nhwc(y) else torch.contiguous_format
+        out = y.new_zeros((batch, *y.shape[1:])).contiguous(memory_format=fmt)
     else:
         dtype = torch.promote_types(out.dtype, y.dtype)  # autocast: a bf16 path into fp32
         out = out.to(dtype) if out.dtype != dtype else out if owned else out.clone()
         y = y.to(dtype)
-    return out.index_copy_(0, rows, y) if replace else out.index_add_(0, rows, y)
+    return _scatter(out, rows, y, replace)
 
 
 def on_rows(on: Tensor, count: int) -> Tensor:
