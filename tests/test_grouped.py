@@ -150,7 +150,7 @@ def test_eval_modes_agree(name):
     assert set(stats) == {0}, "eval must not touch the running statistics"
 
 
-def test_auto_uses_grouped_in_training_and_sparse_at_eval(monkeypatch):
+def test_auto_uses_grouped_in_training_and_fused_at_eval(monkeypatch):
     assert "grouped" in EXECUTION_MODES
     calls: list[str] = []
     real_grouped, real_dense, real_sparse = (
@@ -168,6 +168,8 @@ def test_auto_uses_grouped_in_training_and_sparse_at_eval(monkeypatch):
 
     monkeypatch.setattr(executor, "run_dense", recorded("dense", real_dense))
     monkeypatch.setattr(executor, "run_sparse", recorded("sparse", real_sparse))
+    real_fused = executor.run_fused
+    monkeypatch.setattr(executor, "run_fused", recorded("fused", real_fused))
     model = build("dmnn_resnet20", torch.float32)
     x = torch.randn(4, 3, 32, 32)
     gated = len(model.gated_blocks)
@@ -182,6 +184,11 @@ def test_auto_uses_grouped_in_training_and_sparse_at_eval(monkeypatch):
     model.set_execution("auto")
     with torch.no_grad():
         model.eval()(x)
+    assert calls == ["fused"] * gated  # static-width ResNet blocks: no sparse fallback
+    calls.clear()
+    model.set_execution("sparse")
+    with torch.no_grad():
+        model(x)
     assert calls == ["sparse"] * gated
 
 
