@@ -68,8 +68,9 @@ def _cross(backbone: Backbone, method: Method) -> None:
         if reserved:
             raise TypeError(f"{name}() got an unexpected keyword argument {reserved[0]!r}")
         opts = method.options(**{k: kwargs.pop(k) for k in option_names if k in kwargs})
-        return backbone.build(name=name, num_sub_blocks=opts.num_sub_blocks,
-                              gate_factory=opts.gate_factory(), options=opts.to_dict(), **kwargs)
+        return opts.finish(backbone.build(
+            name=name, num_sub_blocks=opts.num_sub_blocks, gate_factory=opts.gate_factory(),
+            options=opts.to_dict(), **kwargs))
 
     extra = f" Options: {', '.join(option_names)}." if option_names else ""
     entrypoint.__doc__ = (backbone.doc if method.prefix is None

@@ -47,6 +47,10 @@ class MethodOptions:
         """None for ungated models (static backbones and twins)."""
         return self.make_gate
 
+    def finish(self, model: DynamicNet) -> DynamicNet:
+        """Adjust the model the backbone built (default: as built)."""
+        return model
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -57,17 +57,19 @@ def on_probs(logits: Tensor) -> Tensor:
     return torch.sigmoid(logits[..., 1] - logits[..., 0])
 
 
-def noise_schedule(epoch: int, epochs: int, anneal_from: float, final: float) -> float:
-    """Gumbel noise scale for an epoch: 1 until ``anneal_from`` of training, then linear to
-    ``final`` at the last epoch.
+def noise_schedule(
+    epoch: int, epochs: int, anneal_from: float, final: float, start: float = 1.0
+) -> float:
+    """Gumbel noise scale for an epoch: ``start`` until ``anneal_from`` of training, then linear
+    to ``final`` at the last epoch (``start`` 0 and ``final`` 0: noise-free straight-through).
 
     Why: eval decides by argmax without noise, so a gate that is on 70 % of the time in training
     is always on at test; ending training with little noise makes the training-time MACs ratio,
     which the resource loss holds at r, the one the evaluation sees.
     """
     if epochs <= 1 or anneal_from >= 1.0:
-        return 1.0
+        return start
     progress = epoch / (epochs - 1)
     if progress <= anneal_from:
-        return 1.0
-    return 1.0 - (progress - anneal_from) / (1.0 - anneal_from) * (1.0 - final)
+        return start
+    return start + (progress - anneal_from) / (1.0 - anneal_from) * (final - start)

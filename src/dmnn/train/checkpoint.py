@@ -393,3 +393,41 @@ def restore_training(
         scheduler.last_epoch = meta["scheduler"]["last_epoch"]
         scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # noqa: SLF001
     set_rng_state(tensors, meta["rng"])
+
+
+def load_matching(model: nn.Module, tensors: dict[str, torch.Tensor], source: str = "") -> int:
+    """Warm start: copy every checkpoint tensor whose name and shape match into ``model``.
+
+    Every tensor outside the gates must be matched (a warm start that silently left a conv at
+    its random init would be a different experiment); the gates keep their initialisation, and
+    checkpoint tensors the model lacks (a static net's nothing, a twin's nothing) are ignored.
+    Returns the number of tensors copied."""
+    state = model_state(tensors)
+    own = model.state_dict()
+    gates = tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, Gate))
+    needed = [k for k in own if not k.startswith(gates)]
+    absent = [k for k in needed if k not in state]
+    wrong = [k for k in needed if k in state and state[k].shape != own[k].shape]
+    if absent or wrong:
+        first = wrong[0] if wrong else ""
+        detail = f"missing {absent[0]}" if absent else (
+            f"{first} is {tuple(state[first].shape)}, the model's {tuple(own[first].shape)}")
+        raise CheckpointError(
+            f"--init-from {source}: its weights do not fit the model ({detail}; {len(absent)} "
+            f"missing, {len(wrong)} reshaped): warm-start dmnn_* from a twin_* run with the same "
+            "--sub-blocks, a single-path method from its static backbone")
+    copied = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(copied, strict=False)
+    return len(copied)
+
+
+def warm_start(model: nn.Module, path: str | Path) -> int:
+    """:func:`load_matching` from a checkpoint (.json, base path) or a run folder (its last)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "last.json"
+    if not with_ext(p, ".json").is_file():
+        raise CheckpointError(f"--init-from {path}: no checkpoint there: pass a run folder of "
+                              "`dmnn train` or the .json of one of its checkpoints")
+    _, tensors = read_checkpoint(p)
+    return load_matching(model, tensors, str(path))

@@ -25,6 +25,18 @@ from .precision import AMP_MODES
 
 SCHEDULES = ("cosine", "multistep")
 
+RECIPES: dict[str, dict[str, Any]] = {
+    # eqn 16 alone: no path balance, no dual multiplier, no distillation (the paper's loss; the
+    # gate-noise annealing stays, as for every method in the harness)
+    "paper": {"path_balance": 0.0, "dual_step": 0.0, "distill": 0.0},
+    # the routing guards every preset sets (docs/training.md, "Routing guards")
+    "guarded": {"path_balance": 0.25, "dual_step": 0.1},
+    # the guards plus in-place distillation from the all-on network (results/frontier)
+    "distill": {"path_balance": 0.25, "dual_step": 0.1, "distill": 1.0},
+}
+"""Named recipes for the gated methods: ``--recipe NAME`` sets these over the preset (a config
+file and flags still override them)."""
+
 ALIASES = {"sub_blocks": "num_sub_blocks"}
 """Older spellings accepted in YAML files and saved configs."""
 
@@ -37,11 +49,16 @@ class TrainConfig:
     model: str = option("dmnn_resnet20", help="Model name (see `dmnn models`).")
     num_sub_blocks: int = option(2, min=1, flag="--sub-blocks",
                                  help="N: sub-blocks per block (dmnn_*, twin_*).")
+    keep_sub_blocks: int = option(0, min=0, help=(
+        "Twin: keep the first k of the N sub-blocks in every block, a static net at about k/N "
+        "of the blocks' MACs (0: all N)."))
     hidden_dim: int = option(32, min=1, help="DMNN: controller hidden width d.")
     prev_state: bool = option(True, help="DMNN: controller previous-state input (ablation).")
     tau: float = option(1.0, min=0.0, lo_open=True, help="Gumbel temperature (dmnn_*, aig_*).")
     gate_bias: float = option(2.0, help="Initial on-minus-off logit of every gate "
                                         "(dmnn_*, aig_*; positive: start mostly on).")
+    gate_noise: float = option(1.0, min=0.0, help=(
+        "Gumbel noise scale before it anneals (0: noise-free straight-through gates)."))
     noise_anneal_from: float = option(0.5, min=0.0, max=1.0, help=(
         "Fraction of training after which the Gumbel noise decays."))
     noise_final: float = option(0.0, min=0.0, max=1.0, help=(
@@ -55,8 +72,18 @@ class TrainConfig:
         "(every dynamic method; default on)."))
     calibration_samples: int = option(5000, min=1, resume=True, help=(
         "Training images (unaugmented) gate calibration measures on."))
+    distill: float = option(0.0, min=0.0, help=(
+        "In-place distillation weight: every step also trains the all-on network on the labels, "
+        "and its logits teach the gated one (KL); 0: off. Gated models."))
+    distill_temperature: float = option(1.0, min=0.0, lo_open=True, help=(
+        "Softmax temperature of the in-place distillation KL."))
+    init_from: str | None = option(None, help=(
+        "Warm start: initialise from a checkpoint's weights (every tensor whose name and shape "
+        "match, e.g. a twin_* run for dmnn_*, the static backbone for aig_*)."))
     width_mult: float | None = option(None, min=0.0, lo_open=True, help=(
-        "Width multiplier (resnet50_cifar, mobilenetv2 backbones)."))
+        "Width multiplier (CIFAR ResNets, resnet50_cifar, mobilenetv2 backbones)."))
+    recipe: str | None = option(None, choices=tuple(RECIPES), help=(
+        "Named recipe: " + " | ".join(RECIPES) + " (set over the preset; see docs/training.md)."))
     # data
     dataset: str = option("digits", help="digits | cifar10 | cifar100 | imagefolder")
     data_dir: str | None = option(None, resume=True, help="Dataset folder.")
@@ -124,6 +151,9 @@ class TrainConfig:
         if self.schedule == "multistep" and not self.milestones:
             raise ValueError("schedule 'multistep' needs milestones (epochs where lr drops)")
         method = self.method
+        if self.distill and not method.gated:
+            raise ValueError(f"--distill needs a gated model (its all-on network is the "
+                             f"teacher): {self.model} has no gates")
         for other in list_methods():
             for name in other.owns if other is not method else ():
                 if getattr(self, name):
@@ -236,7 +266,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def resolve_config(
     preset: str | None = None, file: str | Path | None = None, overrides: dict | None = None
 ) -> TrainConfig:
-    """Defaults < preset (from the argument or the file's ``preset:``) < file < overrides."""
+    """Defaults < preset (from the argument or the file's ``preset:``) < recipe < file <
+    overrides."""
     from_file = load_yaml(file) if file is not None else {}
     name = preset or from_file.get("preset")
     values: dict[str, Any] = {}
@@ -245,8 +276,13 @@ def resolve_config(
             raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
         values.update(PRESETS[name])
         values["preset"] = name
+    given = {k: v for k, v in normalize(overrides or {}).items() if v is not None}
+    recipe = given.get("recipe", from_file.get("recipe", values.get("recipe")))
+    if recipe is not None and recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+    values.update(RECIPES.get(recipe, {}))
     values.update(from_file)
-    values.update({k: v for k, v in normalize(overrides or {}).items() if v is not None})
+    values.update(given)
     cfg = TrainConfig.from_dict(values)
     cfg.validate()
     return cfg

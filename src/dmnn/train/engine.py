@@ -25,6 +25,7 @@ from ..distributed.group import setup
 from ..distributed.sync_bn import convert_sync_batchnorm
 from ..errors import TrainingError, TrainingInterrupted
 from ..evaluation.metrics import collect, summarize_record
+from ..execution.forcing import force_gates
 from ..network.dynamic_net import DynamicNet
 from ..network.gate import set_gate_noise
 from ..network.gumbel import noise_schedule
@@ -43,11 +44,13 @@ from .checkpoint import (
     restore_training,
     save_checkpoint,
     tidy,
+    warm_start,
     writing,
 )
 from .config import TrainConfig, resolve_config
 from .data import load_run_data, say
 from .device import pick_device
+from .distill import distill_loss
 from .precision import Precision
 from .schedule import lr_factor
 
@@ -122,6 +125,10 @@ class Trainer:
             self.data.test.shard(self.dist.rank, world, pad=False)
         self.model_kwargs = model_kwargs(self.cfg, self.data)
         model = create_model(cfg.model, **self.model_kwargs)
+        if cfg.init_from:  # a resume loads its own weights over these
+            copied = warm_start(model, cfg.init_from)
+            if self.main:
+                say(f"warm start: {copied} tensors from {cfg.init_from}")
         if cfg.sync_bn:
             model = convert_sync_batchnorm(model, self.device)
         self.model: DynamicNet = self.precision.model(model.to(self.device))
@@ -300,7 +307,8 @@ class Trainer:
         self.data.train.set_epoch(epoch)
         if self.dist is not None:  # each rank its own gate noise, the same for any resume
             torch.manual_seed(epoch_seed(epoch_seed(cfg.seed, epoch), self.dist.rank))
-        noise = noise_schedule(epoch, cfg.epochs, cfg.noise_anneal_from, cfg.noise_final)
+        noise = noise_schedule(epoch, cfg.epochs, cfg.noise_anneal_from, cfg.noise_final,
+                               cfg.gate_noise)
         set_gate_noise(model, noise)
         setup = cfg.method.epoch_setup(model, cfg, epoch)  # e.g. warm-up, frozen routers
         sums = Sums(self.device)  # on the device: no host copy per step on CUDA
@@ -320,6 +328,8 @@ class Trainer:
                     logits, routing = self.net(x, return_routing=True)
                 logits = logits.float()  # the loss and its bookkeeping in fp32
                 out = self.loss(logits, routing, y, c)
+                if cfg.distill:
+                    self.add_distillation(out, logits, x, y, setup)
             if i % every == 0 and not torch.isfinite(out.total):
                 last = (f"the last good checkpoint is {self.last_path}" if self.has_checkpoint()
                         else "no epoch had finished, so there is no checkpoint")
@@ -355,6 +365,18 @@ class Trainer:
                        if k.startswith("part.") and k != "part.total"})
         result.update(setup.record)
         return result
+
+    def add_distillation(self, out: Any, logits: torch.Tensor, x: torch.Tensor,
+                         y: torch.Tensor, setup: Any) -> None:
+        """In-place distillation (``--distill``, :mod:`dmnn.train.distill`): the all-on network
+        learns from ``y`` and teaches the gated logits, in this step's loss."""
+        with setup.forward(), force_gates(self.model, "on"), self.precision.autocast():
+            teacher = self.net(x).float()
+        teacher_cls = torch.nn.functional.cross_entropy(teacher, y)
+        kd = distill_loss(logits, teacher, self.cfg.distill_temperature)
+        out.total = out.total + teacher_cls + self.cfg.distill * kd
+        out.parts.update(teacher_cls=teacher_cls.detach(), distill=kd.detach(),
+                         total=out.total.detach())
 
     def evaluate(self) -> dict[str, Any]:
         if self.dist is not None:

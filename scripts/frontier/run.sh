@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The accuracy–compute frontier (#16): static networks at several MACs levels, DMNN and its peers
+# with each recipe lever, CIFAR-10, ResNet-20, the cpu-fast preset (same data, augmentation,
+# schedule). Runs go to $RUNS/frontier-$STAGE/NAME, JOBS at a time with one thread each; a
+# finished run is skipped, an unfinished one resumed, so re-running after any interruption goes on.
+#   STAGE=proxy  12 k training images, 8 epochs (~10 min a static run on one thread): the screen
+#   STAGE=full   the whole training set, 20 epochs (1–2 h a run): the frontier itself
+#   RUNS=/root/dmnn-runs STAGE=proxy nohup bash scripts/frontier/run.sh > frontier.log 2>&1 &
+#   python scripts/frontier/table.py "$RUNS/frontier-proxy" results/frontier/proxy
+# ONLY=NAME[,NAME...] runs just those; a run with `after=DEP` waits for DEP (a warm start's source).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+STAGE=${STAGE:-proxy}
+RUNS=${RUNS:-runs}
+DATA=${DATA:-../shared/data/cifar-10-batches-py}
+JOBS=${JOBS:-2}
+case "$STAGE" in
+  proxy) EXTRA="--max-train-samples 12000 --epochs 8"; HALF=4 ;;
+  full) EXTRA=""; HALF=10 ;;
+  *) echo "error: STAGE must be proxy or full, got $STAGE" >&2; exit 2 ;;
+esac
+GROUP=$RUNS/frontier-$STAGE
+D="--model dmnn_resnet20 --sub-blocks 2"
+A="--model aig_resnet20"
+# NAME [after=DEP] ARGS...   (one run per line; order = start order)
+plan() {
+  local s=${STAGE}
+  cat <<PLAN
+resnet20 --model resnet20
+dmnn_r0.5 $D --target-rate 0.5
+twin_k1of2 --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1
+dmnn_r0.5_distill $D --target-rate 0.5 --distill 1
+aig_t0.5 $A --target-rate 0.5
+twin_e$HALF --model twin_resnet20 --sub-blocks 2 --epochs $HALF
+dmnn_r0.5_paper $D --target-rate 0.5 --path-balance 0 --dual-step 0
+dmnn_r0.5_warm after=twin_e$HALF $D --target-rate 0.5 --init-from $GROUP/twin_e$HALF --epochs $HALF
+dmnn_r0.5_st0 $D --target-rate 0.5 --gate-noise 0
+resnet20_w0.75 --model resnet20 --width-mult 0.75
+dmnn_r0.5_n4 --model dmnn_resnet20 --sub-blocks 4 --target-rate 0.5
+aig_t0.5_distill $A --target-rate 0.5 --distill 1
+resnet20_w0.5 --model resnet20 --width-mult 0.5
+dmnn_r0.5_tau0.5 $D --target-rate 0.5 --tau 0.5
+twin --model twin_resnet20 --sub-blocks 2
+PLAN
+}
+one() {  # NAME [after=DEP] ARGS...
+  local name=$1; shift
+  local out=$GROUP/$name
+  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then return 0; fi
+  if [[ "${1:-}" == after=* ]]; then
+    local dep=$GROUP/${1#after=}; shift
+    until [ -f "$dep/metrics.json" ]; do sleep 30; done
+  fi
+  if [ -f "$out/metrics.json" ]; then echo "$name: done"; return 0; fi
+  mkdir -p "$GROUP"
+  local common=(--threads 1 --no-progress)
+  if [ -f "$out/last.json" ]; then
+    echo "$name: resuming"
+    dmnn train --out "$out" --resume "${common[@]}" > "$GROUP/$name.log" 2>&1
+  else
+    rm -rf "$out"
+    echo "$name: starting"
+    # shellcheck disable=SC2086
+    dmnn train --preset cpu-fast --data-dir "$DATA" --out "$out" "${common[@]}" $EXTRA "$@" \
+      > "$GROUP/$name.log" 2>&1
+  fi
+  echo "$name: $(tail -1 "$GROUP/$name.log")"
+}
+export -f one
+export GROUP DATA EXTRA ONLY
+export OMP_NUM_THREADS=1
+plan | xargs -P "$JOBS" -I{} bash -c 'one {}'

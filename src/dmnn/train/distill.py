@@ -1,0 +1,24 @@
+"""In-place distillation (slimmable / dynamic-slimmable networks): in the same training step the
+all-on network learns from the labels and its logits teach the gated network.
+
+Why: a gated network trained from scratch sees each sub-block on only part of the time and each
+image through one sampled subnetwork; the all-on network's soft predictions are a denser target
+than the one-hot label, and training the all-on network keeps every sub-block useful. The
+teacher runs with the gates forced on (their decisions replaced, their cost real); its logits
+are detached in the KL, so the student does not pull the teacher toward itself.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def distill_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), batch mean; the teacher is detached.
+
+    T² keeps the gradient's scale independent of T (Hinton et al. 2015)."""
+    t = temperature
+    target = F.log_softmax(teacher.detach().float() / t, dim=-1)
+    log_p = F.log_softmax(student.float() / t, dim=-1)
+    return F.kl_div(log_p, target, reduction="batchmean", log_target=True) * (t * t)
