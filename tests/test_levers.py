@@ -10,8 +10,8 @@ from dmnn import create_model
 from dmnn.errors import CheckpointError
 from dmnn.network.gumbel import noise_schedule
 from dmnn.train.config import RECIPES, resolve_config
-from dmnn.train.distill import distill_loss
 from dmnn.train.engine import Trainer, train
+from dmnn.train.levers import distill_loss, gate_entropy_loss
 
 TINY = {
     "dataset": "digits", "batch_size": 32, "max_train_samples": 96, "max_test_samples": 64,
@@ -125,3 +125,19 @@ def test_recipes_sit_between_preset_and_flags():
     assert flagged.distill == RECIPES["distill"]["distill"] and flagged.loss.dual_step == 0.3
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
         resolve_config("cpu-fast", None, {"recipe": "nope"})
+
+
+def test_gate_entropy_hand_computed():
+    # block 0: p = 1/2 everywhere → ln 2; block 1: p = (0.9, 0.1) → H(0.9) both; block 2 static
+    h09 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+    probs = [torch.full((2, 2), 0.5), torch.tensor([[0.9, 0.1]]), None]
+    assert gate_entropy_loss(probs).item() == pytest.approx((math.log(2) + h09) / 2, rel=1e-5)
+    assert gate_entropy_loss([None]).item() == 0.0
+
+
+def test_gate_entropy_is_logged_and_refused_without_gates(tmp_path):
+    train(tiny(model="aig_resnet20", gate_entropy=0.1), tmp_path / "run", progress=False)
+    line = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1]
+    assert '"train_loss_gate_entropy"' in line
+    with pytest.raises(ValueError, match="--gate-entropy needs a gated model"):
+        tiny(model="twin_resnet20", gate_entropy=0.1)

@@ -29,12 +29,15 @@ plan() {
 resnet20 --model resnet20
 dmnn_r0.5 $D --target-rate 0.5
 twin_k1of2 --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1
+dmnn_r0.5_st0 $D --target-rate 0.5 --gate-noise 0
 dmnn_r0.5_distill $D --target-rate 0.5 --distill 1
 aig_t0.5 $A --target-rate 0.5
+dmnn_r0.5_ent0.5 $D --target-rate 0.5 --gate-entropy 0.5
 twin_e$HALF --model twin_resnet20 --sub-blocks 2 --epochs $HALF
-dmnn_r0.5_paper $D --target-rate 0.5 --path-balance 0 --dual-step 0
+aig_t0.5_st0 $A --target-rate 0.5 --gate-noise 0
 dmnn_r0.5_warm after=twin_e$HALF $D --target-rate 0.5 --init-from $GROUP/twin_e$HALF --epochs $HALF
-dmnn_r0.5_st0 $D --target-rate 0.5 --gate-noise 0
+dmnn_r0.5_paper $D --target-rate 0.5 --recipe paper
+dmnn_r0.5_st0_ent0.5 $D --target-rate 0.5 --gate-noise 0 --gate-entropy 0.5
 resnet20_w0.75 --model resnet20 --width-mult 0.75
 dmnn_r0.5_n4 --model dmnn_resnet20 --sub-blocks 4 --target-rate 0.5
 aig_t0.5_distill $A --target-rate 0.5 --distill 1
@@ -53,6 +56,10 @@ one() {  # NAME [after=DEP] ARGS...
   fi
   if [ -f "$out/metrics.json" ]; then echo "$name: done"; return 0; fi
   mkdir -p "$GROUP"
+  exec 9> "$GROUP/$name.lock"  # another scheduler's copy of this run holds it until it ends
+  if ! flock -n 9; then echo "$name: running elsewhere"; return 0; fi
+  # a restarted scheduler waits for the runs an earlier one left running
+  while [ "$(pgrep -fc "dmnn train .*$GROUP/")" -ge "$JOBS" ]; do sleep 20; done
   local common=(--threads 1 --no-progress)
   if [ -f "$out/last.json" ]; then
     echo "$name: resuming"
@@ -67,6 +74,6 @@ one() {  # NAME [after=DEP] ARGS...
   echo "$name: $(tail -1 "$GROUP/$name.log")"
 }
 export -f one
-export GROUP DATA EXTRA ONLY
+export GROUP DATA EXTRA ONLY JOBS
 export OMP_NUM_THREADS=1
 plan | xargs -P "$JOBS" -I{} bash -c 'one {}'

@@ -46,7 +46,8 @@ def save(fig: Figure, path: Path, fmt: str) -> Path:
 
 def frontier(runs: Sequence[RunRecord], path: Path, fmt: str = "png") -> dict[str, Any]:
     """Top-1 against mean MACs, one marker per method, static runs joined as the frontier; a
-    second panel against measured latency when bench JSONs are there (Fig. 4)."""
+    second panel against measured latency when bench JSONs are there (Fig. 4). Every ungated run
+(backbones at any width, twins) is a point of the static frontier."""
     latency = [r for r in runs if r.bench]
     fig = Figure(figsize=(12 if latency else 6.5, 4.8))
     axes = fig.subplots(1, 2 if latency else 1, squeeze=False)[0]
@@ -54,7 +55,7 @@ def frontier(runs: Sequence[RunRecord], path: Path, fmt: str = "png") -> dict[st
     _scatter(axes[0], runs, points, "mean MACs per image (M)")
     plotted: dict[str, Any] = {"macs": points,
                                "static_frontier": sorted(points[r.name] for r in runs
-                                                         if r.is_backbone)}
+                                                         if r.is_static)}
     if latency:
         batch = min(b for r in latency for b in r.bench)
         lat = {r.name: (_latency_ms(r.bench[batch]), 100 * r.metrics["top1"])
@@ -81,7 +82,7 @@ def _scatter(ax: Any, runs: Sequence[RunRecord], points: dict[str, tuple[float, 
     for method, xy in sorted(by_method.items()):
         ax.scatter(*zip(*xy, strict=True), marker=MARKERS.get(method, "x"),
                    c=COLORS.get(method, "tab:purple"), s=60, label=method, zorder=3)
-    static = sorted(points[r.name] for r in runs if r.is_backbone)
+    static = sorted(points[r.name] for r in runs if r.is_static)
     if len(static) > 1:
         ax.plot(*zip(*static, strict=True), "k--", lw=1, label="static frontier", zorder=2)
     for r in runs:

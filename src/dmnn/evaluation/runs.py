@@ -55,6 +55,12 @@ class RunRecord:
         return self.model in list_models() and backbone_of(self.model) == self.model
 
     @property
+    def is_static(self) -> bool:
+        """An ungated network (a backbone at any width, a twin with any k of its N sub-blocks):
+        a point of the static frontier that dynamic runs are compared with."""
+        return self.model in list_models() and not method_of(self.model).gated
+
+    @property
     def dynamic(self) -> bool:
         return self.model in list_models() and method_of(self.model).gated
 

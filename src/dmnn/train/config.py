@@ -75,6 +75,9 @@ class TrainConfig:
     distill: float = option(0.0, min=0.0, help=(
         "In-place distillation weight: every step also trains the all-on network on the labels, "
         "and its logits teach the gated one (KL); 0: off. Gated models."))
+    gate_entropy: float = option(0.0, min=0.0, help=(
+        "Weight of the gates' mean binary entropy (pushes each gate to decide per image); "
+        "0: off. Gated models."))
     distill_temperature: float = option(1.0, min=0.0, lo_open=True, help=(
         "Softmax temperature of the in-place distillation KL."))
     init_from: str | None = option(None, help=(
@@ -154,6 +157,8 @@ class TrainConfig:
         if self.distill and not method.gated:
             raise ValueError(f"--distill needs a gated model (its all-on network is the "
                              f"teacher): {self.model} has no gates")
+        if self.gate_entropy and not method.gated:
+            raise ValueError(f"--gate-entropy needs a gated model: {self.model} has no gates")
         for other in list_methods():
             for name in other.owns if other is not method else ():
                 if getattr(self, name):

@@ -50,7 +50,7 @@ from .checkpoint import (
 from .config import TrainConfig, resolve_config
 from .data import load_run_data, say
 from .device import pick_device
-from .distill import distill_loss
+from .levers import distill_loss, gate_entropy_loss
 from .precision import Precision
 from .schedule import lr_factor
 
@@ -328,6 +328,10 @@ class Trainer:
                     logits, routing = self.net(x, return_routing=True)
                 logits = logits.float()  # the loss and its bookkeeping in fp32
                 out = self.loss(logits, routing, y, c)
+                if cfg.gate_entropy:
+                    entropy = gate_entropy_loss(routing.probs)
+                    out.total = out.total + cfg.gate_entropy * entropy
+                    out.parts.update(gate_entropy=entropy.detach(), total=out.total.detach())
                 if cfg.distill:
                     self.add_distillation(out, logits, x, y, setup)
             if i % every == 0 and not torch.isfinite(out.total):
@@ -368,7 +372,7 @@ class Trainer:
 
     def add_distillation(self, out: Any, logits: torch.Tensor, x: torch.Tensor,
                          y: torch.Tensor, setup: Any) -> None:
-        """In-place distillation (``--distill``, :mod:`dmnn.train.distill`): the all-on network
+        """In-place distillation (``--distill``, :mod:`dmnn.train.levers`): the all-on network
         learns from ``y`` and teaches the gated logits, in this step's loss."""
         with setup.forward(), force_gates(self.model, "on"), self.precision.autocast():
             teacher = self.net(x).float()

@@ -1,4 +1,6 @@
-"""In-place distillation (slimmable / dynamic-slimmable networks): in the same training step the
+"""Loss terms the harness adds to any gated method's loss (``--distill``, ``--gate-entropy``).
+
+In-place distillation (slimmable / dynamic-slimmable networks): in the same training step the
 all-on network learns from the labels and its logits teach the gated network.
 
 Why: a gated network trained from scratch sees each sub-block on only part of the time and each
@@ -10,6 +12,9 @@ are detached in the KL, so the student does not pull the teacher toward itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -22,3 +27,20 @@ def distill_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> 
     target = F.log_softmax(teacher.detach().float() / t, dim=-1)
     log_p = F.log_softmax(student.float() / t, dim=-1)
     return F.kl_div(log_p, target, reduction="batchmean", log_target=True) * (t * t)
+
+
+def gate_entropy_loss(probs: Sequence[Tensor | None]) -> Tensor:
+    """Mean binary entropy H(p) = −p·ln p − (1 − p)·ln(1 − p) of every gate's on-probability,
+    averaged per block, then over the gated blocks.
+
+    Why: the rate terms hold a batch mean, which p_on = 1/2 for every image meets exactly; a gate
+    that undecided flips with the Gumbel noise (or with any small change of its input), so each
+    image trains a different random subnetwork, as with heavy stochastic depth. Penalising H
+    pushes each gate to decide per image while the rate terms keep the batch rate."""
+    terms = []
+    for p in probs:
+        if p is None:
+            continue
+        p = p.float().clamp(1e-6, 1 - 1e-6)
+        terms.append(-(p * p.log() + (1 - p) * (1 - p).log()).mean())
+    return torch.stack(terms).mean() if terms else torch.zeros(())

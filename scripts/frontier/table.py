@@ -1,0 +1,87 @@
+"""The frontier table (#16): every finished run of a frontier group against the static frontier.
+
+    python scripts/frontier/table.py RUNS/frontier-proxy results/frontier/proxy
+
+For every ``RUN/metrics.json``: copies the metrics (with the run's config) to ``DEST/RUN.json``,
+then writes ``DEST/table.md``: top-1, MACs as a fraction of the full static ResNet-20 (the network
+a user would deploy instead; counted from the modules by the MACs table), the static frontier's
+top-1 at the same MACs (piecewise linear between the ungated runs: backbones at any width and
+twins with k of N sub-blocks), the difference, the last epoch's training top-1 and hours. Runs
+named ``NAME_sK`` are seeds of ``NAME``: a second table gives their mean and spread.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+from dmnn.evaluation.runs import read_run
+
+
+def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
+    """y of the piecewise-linear curve through ``points`` at ``x`` (None outside it)."""
+    pts = sorted(points)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[0][1] if len(pts) == 1 and abs(pts[0][0] - x) < 1e-9 else None
+
+
+def seed_group(name: str) -> str:
+    return re.sub(r"_s\d+$", "", name)
+
+
+def main(src: str, dest: str) -> None:
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for metrics_path in sorted(Path(src).glob("*/metrics.json")):
+        run = read_run(metrics_path.parent)
+        metrics = dict(run.metrics, config=run.config)
+        (out / f"{run.name}.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        reference = run.static_macs()
+        train_top1 = run.epochs[-1].get("train_top1") if run.epochs else None
+        rows.append({
+            "name": run.name, "model": run.model, "static": run.is_static,
+            "top1": 100 * run.metrics["top1"], "macs": run.metrics["macs_mean"] / reference,
+            "train_top1": None if train_top1 is None else 100 * train_top1,
+            "hours": run.metrics.get("train_seconds", 0.0) / 3600,
+            "epochs": run.metrics.get("epochs"),
+        })
+    static = [(r["macs"], r["top1"]) for r in rows if r["static"]]
+    lines = [
+        f"Runs in `{src}` (`python scripts/frontier/table.py`). MACs: mean per image ÷ the full "
+        "static ResNet-20's; frontier: the ungated runs' top-1 interpolated at that MACs.", "",
+        "| run | model | epochs | top-1 % | MACs ÷ ResNet-20 | static frontier there | Δ top-1 "
+        "| train top-1 % (last epoch) | hours |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (not r["static"], -r["macs"], r["name"])):
+        ref = None if r["static"] else interpolate(static, r["macs"])
+        there = "static" if r["static"] else "–" if ref is None else f"{ref:.2f}"
+        delta = "" if ref is None else f"{r['top1'] - ref:+.2f}"
+        train = "–" if r["train_top1"] is None else f"{r['train_top1']:.2f}"
+        lines.append(f"| {r['name']} | {r['model']} | {r['epochs']} | {r['top1']:.2f} | "
+                     f"{r['macs']:.3f} | {there} | {delta} | {train} | {r['hours']:.2f} |")
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(seed_group(r["name"]), []).append(r)
+    seeded = {k: v for k, v in groups.items() if len(v) > 1}
+    if seeded:
+        lines += ["", "Seeds (`NAME`, `NAME_s1`, …): mean and spread (max − min).", "",
+                  "| run | seeds | top-1 % mean | spread | MACs ÷ ResNet-20 mean |",
+                  "|---|---:|---:|---:|---:|"]
+        for name, runs in sorted(seeded.items()):
+            tops = [r["top1"] for r in runs]
+            lines.append(f"| {name} | {len(runs)} | {statistics.mean(tops):.2f} | "
+                         f"{max(tops) - min(tops):.2f} | "
+                         f"{statistics.mean(r['macs'] for r in runs):.3f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
