@@ -6,7 +6,7 @@
 #   STAGE=proxy  12 k training images, 8 epochs (~10 min a static run on one thread): the screen
 #   STAGE=full   the whole training set, 20 epochs (1–2 h a run): the frontier itself
 #   RUNS=/root/dmnn-runs STAGE=proxy nohup bash scripts/frontier/run.sh > frontier.log 2>&1 &
-#   python scripts/frontier/table.py "$RUNS/frontier-proxy" results/frontier/proxy
+#   python scripts/frontier/table.py results/frontier/proxy "$RUNS/frontier-proxy"
 # ONLY=NAME[,NAME...] runs just those; a run with `after=DEP` waits for DEP (a warm start's source).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,21 +28,22 @@ plan() {
   cat <<PLAN
 resnet20 --model resnet20
 dmnn_r0.5 $D --target-rate 0.5
+twin_e$HALF --model twin_resnet20 --sub-blocks 2 --epochs $HALF
+dmnn_r0.5_ent2 $D --target-rate 0.5 --gate-entropy 2
+dmnn_r0.5_warm after=twin_e$HALF $D --target-rate 0.5 --init-from $GROUP/twin_e$HALF --epochs $HALF
 twin_k1of2 --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1
-dmnn_r0.5_st0 $D --target-rate 0.5 --gate-noise 0
 dmnn_r0.5_distill $D --target-rate 0.5 --distill 1
 aig_t0.5 $A --target-rate 0.5
 dmnn_r0.5_ent0.5 $D --target-rate 0.5 --gate-entropy 0.5
-twin_e$HALF --model twin_resnet20 --sub-blocks 2 --epochs $HALF
-aig_t0.5_st0 $A --target-rate 0.5 --gate-noise 0
-dmnn_r0.5_warm after=twin_e$HALF $D --target-rate 0.5 --init-from $GROUP/twin_e$HALF --epochs $HALF
+resnet20_w0.5 --model resnet20 --width-mult 0.5
+dmnn_r0.5_st0 $D --target-rate 0.5 --gate-noise 0
 dmnn_r0.5_paper $D --target-rate 0.5 --recipe paper
-dmnn_r0.5_st0_ent0.5 $D --target-rate 0.5 --gate-noise 0 --gate-entropy 0.5
 resnet20_w0.75 --model resnet20 --width-mult 0.75
 dmnn_r0.5_n4 --model dmnn_resnet20 --sub-blocks 4 --target-rate 0.5
-aig_t0.5_distill $A --target-rate 0.5 --distill 1
-resnet20_w0.5 --model resnet20 --width-mult 0.5
 dmnn_r0.5_tau0.5 $D --target-rate 0.5 --tau 0.5
+aig_t0.5_ent0.5 $A --target-rate 0.5 --gate-entropy 0.5
+aig_t0.5_distill $A --target-rate 0.5 --distill 1
+aig_t0.5_st0 $A --target-rate 0.5 --gate-noise 0
 twin --model twin_resnet20 --sub-blocks 2
 PLAN
 }

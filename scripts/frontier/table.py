@@ -1,8 +1,11 @@
 """The frontier table (#16): every finished run of a frontier group against the static frontier.
 
-    python scripts/frontier/table.py RUNS/frontier-proxy results/frontier/proxy
+    python scripts/frontier/table.py DEST SOURCE...
+    python scripts/frontier/table.py results/frontier/proxy RUNS/frontier-proxy
 
-For every ``RUN/metrics.json``: copies the metrics (with the run's config) to ``DEST/RUN.json``,
+SOURCE: a folder of run folders, or a metrics JSON already in results/ (``results/cpu-fast/
+resnet20.json``: the earlier cpu-fast runs, same preset and seed, count as frontier runs). For
+every ``RUN/metrics.json``: copies the metrics (with the run's config) to ``DEST/RUN.json``,
 then writes ``DEST/table.md``: top-1, MACs as a fraction of the full static ResNet-20 (the network
 a user would deploy instead; counted from the modules by the MACs table), the static frontier's
 top-1 at the same MACs (piecewise linear between the ungated runs: backbones at any width and
@@ -21,29 +24,47 @@ from pathlib import Path
 from dmnn.evaluation.runs import read_run
 
 
-def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
-    """y of the piecewise-linear curve through ``points`` at ``x`` (None outside it)."""
+def interpolate(points: list[tuple[float, float]], x: float, near: float = 0.02) -> float | None:
+    """y of the piecewise-linear curve through ``points`` at ``x``; just outside it (within
+    ``near``) the nearest end's y; None further out."""
     pts = sorted(points)
+    if not pts:
+        return None
     for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
         if x0 <= x <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return pts[0][1] if len(pts) == 1 and abs(pts[0][0] - x) < 1e-9 else None
+    end = min(pts, key=lambda p: abs(p[0] - x))
+    return end[1] if abs(end[0] - x) <= near else None
 
 
 def seed_group(name: str) -> str:
     return re.sub(r"_s\d+$", "", name)
 
 
-def main(src: str, dest: str) -> None:
+def runs_in(sources: list[str]) -> list[tuple[object, bool]]:
+    """(record, whether to copy it into DEST) for every finished run the sources hold."""
+    found = []
+    for src in sources:
+        path = Path(src)
+        if path.is_file():
+            found.append((read_run(path), False))
+        else:
+            found += [(read_run(m.parent), True) for m in sorted(path.glob("*/metrics.json"))]
+    return found
+
+
+def main(dest: str, *sources: str) -> None:
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for metrics_path in sorted(Path(src).glob("*/metrics.json")):
-        run = read_run(metrics_path.parent)
-        metrics = dict(run.metrics, config=run.config)
-        (out / f"{run.name}.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    for run, copy in runs_in(list(sources)):
+        if copy:
+            metrics = dict(run.metrics, config=run.config)
+            (out / f"{run.name}.json").write_text(
+                json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         reference = run.static_macs()
-        train_top1 = run.epochs[-1].get("train_top1") if run.epochs else None
+        last = run.epochs[-1] if run.epochs else {}
+        train_top1 = last.get("train_top1")
         rows.append({
             "name": run.name, "model": run.model, "static": run.is_static,
             "top1": 100 * run.metrics["top1"], "macs": run.metrics["macs_mean"] / reference,
@@ -53,7 +74,8 @@ def main(src: str, dest: str) -> None:
         })
     static = [(r["macs"], r["top1"]) for r in rows if r["static"]]
     lines = [
-        f"Runs in `{src}` (`python scripts/frontier/table.py`). MACs: mean per image ÷ the full "
+        f"Runs in {', '.join(f'`{s}`' for s in sources)} (`scripts/frontier/table.py`). MACs: "
+        "mean per image ÷ the full "
         "static ResNet-20's; frontier: the ungated runs' top-1 interpolated at that MACs.", "",
         "| run | model | epochs | top-1 % | MACs ÷ ResNet-20 | static frontier there | Δ top-1 "
         "| train top-1 % (last epoch) | hours |",
@@ -68,7 +90,7 @@ def main(src: str, dest: str) -> None:
                      f"{r['macs']:.3f} | {there} | {delta} | {train} | {r['hours']:.2f} |")
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(seed_group(r["name"]), []).append(r)
+        groups.setdefault(f"{seed_group(r['name'])} ({r['epochs']} epochs)", []).append(r)
     seeded = {k: v for k, v in groups.items() if len(v) > 1}
     if seeded:
         lines += ["", "Seeds (`NAME`, `NAME_s1`, …): mean and spread (max − min).", "",
@@ -84,4 +106,6 @@ def main(src: str, dest: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if len(sys.argv) < 3:
+        sys.exit("usage: table.py DEST SOURCE...")
+    main(sys.argv[1], *sys.argv[2:])
