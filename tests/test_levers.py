@@ -1,5 +1,6 @@
 """The recipe levers and static frontier points of #16: width-scaled CIFAR ResNets, twins with k
-of N sub-blocks, the gate-noise start, in-place distillation, warm starts, named recipes."""
+of N sub-blocks, the gate-noise start, in-place distillation, warm starts, named recipes, the
+gates' own weight decay."""
 
 import math
 
@@ -8,9 +9,10 @@ import torch
 
 from dmnn import create_model
 from dmnn.errors import CheckpointError
+from dmnn.network.gate import gates_of
 from dmnn.network.gumbel import noise_schedule
 from dmnn.train.config import RECIPES, resolve_config
-from dmnn.train.engine import Trainer, train
+from dmnn.train.engine import Trainer, param_groups, train
 from dmnn.train.levers import distill_loss, gate_entropy_loss
 
 TINY = {
@@ -141,3 +143,15 @@ def test_gate_entropy_is_logged_and_refused_without_gates(tmp_path):
     assert '"train_loss_gate_entropy"' in line
     with pytest.raises(ValueError, match="--gate-entropy needs a gated model"):
         tiny(model="twin_resnet20", gate_entropy=0.1)
+
+
+def test_gate_weight_decay_puts_the_gates_in_their_own_group():
+    model = create_model("dmnn_resnet20", num_sub_blocks=2)
+    gate_params = {id(p) for g in gates_of(model) for p in g.parameters()}
+    assert param_groups(model, None) == [{"params": list(model.parameters())}]
+    net, gates = param_groups(model, 0.0)
+    assert {id(p) for p in gates["params"]} == gate_params and gates["weight_decay"] == 0.0
+    assert not gate_params & {id(p) for p in net["params"]} and "weight_decay" not in net
+    assert len(net["params"]) + len(gates["params"]) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="--gate-weight-decay needs a gated model"):
+        tiny(model="twin_resnet20", gate_weight_decay=0.0)

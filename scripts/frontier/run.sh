@@ -30,6 +30,7 @@ resnet20 --model resnet20
 dmnn_r0.5 $D --target-rate 0.5
 twin_e$HALF --model twin_resnet20 --sub-blocks 2 --epochs $HALF
 dmnn_r0.5_ent2 $D --target-rate 0.5 --gate-entropy 2
+dmnn_r0.5_gwd0 $D --target-rate 0.5 --gate-weight-decay 0
 dmnn_r0.5_warm after=twin_e$HALF $D --target-rate 0.5 --init-from $GROUP/twin_e$HALF --epochs $HALF
 twin_k1of2 --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1
 dmnn_r0.5_distill $D --target-rate 0.5 --distill 1

@@ -78,6 +78,10 @@ class TrainConfig:
     gate_entropy: float = option(0.0, min=0.0, help=(
         "Weight of the gates' mean binary entropy (pushes each gate to decide per image); "
         "0: off. Gated models."))
+    gate_weight_decay: float | None = option(None, min=0.0, help=(
+        "Weight decay of the gates' own parameters (controllers, gate FCs); default: "
+        "--weight-decay. Decay pulls every on/off logit toward 0, an undecided gate. Gated "
+        "models."))
     distill_temperature: float = option(1.0, min=0.0, lo_open=True, help=(
         "Softmax temperature of the in-place distillation KL."))
     init_from: str | None = option(None, help=(
@@ -157,6 +161,8 @@ class TrainConfig:
         if self.distill and not method.gated:
             raise ValueError(f"--distill needs a gated model (its all-on network is the "
                              f"teacher): {self.model} has no gates")
+        if self.gate_weight_decay is not None and not method.gated:
+            raise ValueError(f"--gate-weight-decay needs a gated model: {self.model} has no gates")
         if self.gate_entropy and not method.gated:
             raise ValueError(f"--gate-entropy needs a gated model: {self.model} has no gates")
         for other in list_methods():

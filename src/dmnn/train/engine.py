@@ -27,7 +27,7 @@ from ..errors import TrainingError, TrainingInterrupted
 from ..evaluation.metrics import collect, summarize_record
 from ..execution.forcing import force_gates
 from ..network.dynamic_net import DynamicNet
-from ..network.gate import set_gate_noise
+from ..network.gate import gates_of, set_gate_noise
 from ..network.gumbel import noise_schedule
 from ..network.memory import check_fits, inference_bytes, training_bytes
 from ..registry import create_model
@@ -97,6 +97,17 @@ class Sums:
         return dict(zip(keys, values, strict=True))
 
 
+def param_groups(model: torch.nn.Module, gate_decay: float | None) -> list[dict[str, Any]]:
+    """One SGD group (the optimizer's weight decay for all), or with ``gate_decay`` set two:
+    the network's weights, then the gates' own parameters with that decay."""
+    params = list(model.parameters())
+    if gate_decay is None:
+        return [{"params": params}]
+    gate_ids = {id(p) for gate in gates_of(model) for p in gate.parameters()}
+    return [{"params": [p for p in params if id(p) not in gate_ids]},
+            {"params": [p for p in params if id(p) in gate_ids], "weight_decay": gate_decay}]
+
+
 class Trainer:
     """Trains ``cfg`` into ``out``: config.yaml, metrics.jsonl, metrics.json, tb/, checkpoints."""
 
@@ -150,8 +161,8 @@ class Trainer:
             check_fits(inference_bytes(self.model, size, cfg.eval_batch_size),
                        f"evaluating at batch {cfg.eval_batch_size}", "lower --eval-batch-size")
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
+            param_groups(self.model, cfg.gate_weight_decay), lr=cfg.lr, momentum=cfg.momentum,
+            nesterov=cfg.nesterov, weight_decay=cfg.weight_decay,
         )
         self.steps_per_epoch = len(self.data.train)
         if self.steps_per_epoch == 0:
