@@ -7,6 +7,7 @@
 #   STAGE=full   the whole training set, 20 epochs (1–2 h a run): the frontier itself
 #   RUNS=/root/dmnn-runs STAGE=proxy nohup bash scripts/frontier/run.sh > frontier.log 2>&1 &
 #   python scripts/frontier/table.py results/frontier/proxy "$RUNS/frontier-proxy"
+# PART=screen|frontier|all (proxy: all; full: frontier, the screen's best recipe only).
 # ONLY=NAME[,NAME...] runs just those; a run with `after=DEP` waits for DEP (a warm start's source).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,16 +16,17 @@ RUNS=${RUNS:-runs}
 DATA=${DATA:-../shared/data/cifar-10-batches-py}
 JOBS=${JOBS:-2}
 case "$STAGE" in
-  proxy) EXTRA="--max-train-samples 12000 --epochs 8"; HALF=4 ;;
-  full) EXTRA=""; HALF=10 ;;
+  proxy) EXTRA="--max-train-samples 12000 --epochs 8"; HALF=4; PART=${PART:-all} ;;
+  full) EXTRA=""; HALF=10; PART=${PART:-frontier} ;;
   *) echo "error: STAGE must be proxy or full, got $STAGE" >&2; exit 2 ;;
 esac
 GROUP=$RUNS/frontier-$STAGE
 D="--model dmnn_resnet20 --sub-blocks 2"
 A="--model aig_resnet20"
+# The recipe the screen picked for the frontier (results/frontier/README.md says why)
+BEST="--gate-entropy 2"
 # NAME [after=DEP] ARGS...   (one run per line; order = start order)
-plan() {
-  local s=${STAGE}
+screen_main() {  # the levers that decide the recipe, DMNN r = 0.5 and AIG t = 0.5
   cat <<PLAN
 resnet20 --model resnet20
 dmnn_r0.5 $D --target-rate 0.5
@@ -32,21 +34,63 @@ twin_e$HALF --model twin_resnet20 --sub-blocks 2 --epochs $HALF
 dmnn_r0.5_ent2 $D --target-rate 0.5 --gate-entropy 2
 dmnn_r0.5_gwd0 $D --target-rate 0.5 --gate-weight-decay 0
 dmnn_r0.5_warm after=twin_e$HALF $D --target-rate 0.5 --init-from $GROUP/twin_e$HALF --epochs $HALF
-twin_k1of2 --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1
-dmnn_r0.5_distill $D --target-rate 0.5 --distill 1
-aig_t0.5 $A --target-rate 0.5
+dmnn_r0.5_ent2_bal1 $D --target-rate 0.5 --gate-entropy 2 --path-balance 1
 dmnn_r0.5_ent0.5 $D --target-rate 0.5 --gate-entropy 0.5
+dmnn_r0.5_ent2_st0 $D --target-rate 0.5 --gate-entropy 2 --gate-noise 0
+dmnn_r0.5_ent2_warm after=twin_e$HALF $D --target-rate 0.5 --gate-entropy 2 --init-from $GROUP/twin_e$HALF --epochs $HALF
+dmnn_r0.5_ent2_distill $D --target-rate 0.5 --gate-entropy 2 --distill 1
+twin_k1of2 --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1
+aig_t0.5 $A --target-rate 0.5
+aig_t0.5_ent2 $A --target-rate 0.5 --gate-entropy 2
 resnet20_w0.5 --model resnet20 --width-mult 0.5
+resnet20_w0.75 --model resnet20 --width-mult 0.75
+PLAN
+}
+screen_more() {  # the rest of the ablation: each lever alone, N = 4, a longer schedule
+  cat <<PLAN
+dmnn_r0.5_distill $D --target-rate 0.5 --distill 1
 dmnn_r0.5_st0 $D --target-rate 0.5 --gate-noise 0
 dmnn_r0.5_paper $D --target-rate 0.5 --recipe paper
-resnet20_w0.75 --model resnet20 --width-mult 0.75
 dmnn_r0.5_n4 --model dmnn_resnet20 --sub-blocks 4 --target-rate 0.5
+resnet20_e2x --model resnet20 --epochs $((2 * 2 * HALF))
+dmnn_r0.5_e2x $D --target-rate 0.5 --epochs $((2 * 2 * HALF))
+dmnn_best_r0.5_e2x $D --target-rate 0.5 $BEST --epochs $((2 * 2 * HALF))
 dmnn_r0.5_tau0.5 $D --target-rate 0.5 --tau 0.5
-aig_t0.5_ent0.5 $A --target-rate 0.5 --gate-entropy 0.5
 aig_t0.5_distill $A --target-rate 0.5 --distill 1
-aig_t0.5_st0 $A --target-rate 0.5 --gate-noise 0
 twin --model twin_resnet20 --sub-blocks 2
 PLAN
+}
+frontier() {  # static at 4 MACs levels, every method with the best recipe, 2 seeds at 0.5/0.7
+  cat <<PLAN
+resnet20 --model resnet20
+resnet20_s1 --model resnet20 --seed 1
+twin_k1of2 --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1
+twin_k1of2_s1 --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1 --seed 1
+resnet20_w0.75 --model resnet20 --width-mult 0.75
+resnet20_w0.5 --model resnet20 --width-mult 0.5
+dmnn_best_r0.5 $D --target-rate 0.5 $BEST
+dmnn_best_r0.5_s1 $D --target-rate 0.5 $BEST --seed 1
+dmnn_best_r0.7 $D --target-rate 0.7 $BEST
+dmnn_best_r0.7_s1 $D --target-rate 0.7 $BEST --seed 1
+dmnn_best_r0.3 $D --target-rate 0.3 $BEST
+dmnn_best_r0.9 $D --target-rate 0.9 $BEST
+aig_t0.5 $A --target-rate 0.5
+aig_t0.5_s1 $A --target-rate 0.5 --seed 1
+aig_best_t0.5 $A --target-rate 0.5 $BEST
+aig_best_t0.5_s1 $A --target-rate 0.5 $BEST --seed 1
+aig_best_t0.7 $A --target-rate 0.7 $BEST
+drnet_r0.5 --model drnet_resnet20 --target-rate 0.5
+lcnet_r0.5 --model lcnet_resnet20 --target-rate 0.5
+lcnet_best_r0.5 --model lcnet_resnet20 --target-rate 0.5 $BEST
+PLAN
+}
+plan() {
+  case "$PART" in
+    screen) screen_main; screen_more ;;
+    frontier) frontier ;;
+    all) screen_main; frontier; screen_more ;;
+    *) echo "error: PART must be screen, frontier or all, got $PART" >&2; exit 2 ;;
+  esac
 }
 one() {  # NAME [after=DEP] ARGS...
   local name=$1; shift
@@ -61,7 +105,7 @@ one() {  # NAME [after=DEP] ARGS...
   exec 9> "$GROUP/$name.lock"  # another scheduler's copy of this run holds it until it ends
   if ! flock -n 9; then echo "$name: running elsewhere"; return 0; fi
   # a restarted scheduler waits for the runs an earlier one left running
-  while [ "$(pgrep -fc "dmnn train .*$GROUP/")" -ge "$JOBS" ]; do sleep 20; done
+  while [ "$(pgrep -fc "dmnn train .*$GROUP/")" -ge "$JOBS" ]; do sleep 20 9>&-; done
   local common=(--threads 1 --no-progress)
   if [ -f "$out/last.json" ]; then
     echo "$name: resuming"
