@@ -125,6 +125,8 @@ def test_recipes_sit_between_preset_and_flags():
     assert paper.recipe == "paper"
     flagged = resolve_config("cpu-fast", None, {"recipe": "distill", "dual_step": 0.3})
     assert flagged.distill == RECIPES["distill"]["distill"] and flagged.loss.dual_step == 0.3
+    entropy = resolve_config("cpu-fast", None, {"recipe": "entropy", "model": "aig_resnet20"})
+    assert (entropy.gate_entropy, entropy.loss.path_balance) == (2.0, 0.25)
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
         resolve_config("cpu-fast", None, {"recipe": "nope"})
 

@@ -48,14 +48,14 @@ PLAN
 }
 screen_more() {  # the rest of the ablation: each lever alone, N = 4, a longer schedule
   cat <<PLAN
+resnet20_e2x --model resnet20 --epochs $((2 * 2 * HALF))
+dmnn_best_r0.5_e2x $D --target-rate 0.5 $BEST --epochs $((2 * 2 * HALF))
 dmnn_r0.5_distill $D --target-rate 0.5 --distill 1
+dmnn_r0.5_n4 --model dmnn_resnet20 --sub-blocks 4 --target-rate 0.5
 dmnn_r0.5_st0 $D --target-rate 0.5 --gate-noise 0
 dmnn_r0.5_paper $D --target-rate 0.5 --recipe paper
-dmnn_r0.5_n4 --model dmnn_resnet20 --sub-blocks 4 --target-rate 0.5
-resnet20_e2x --model resnet20 --epochs $((2 * 2 * HALF))
-dmnn_r0.5_e2x $D --target-rate 0.5 --epochs $((2 * 2 * HALF))
-dmnn_best_r0.5_e2x $D --target-rate 0.5 $BEST --epochs $((2 * 2 * HALF))
 dmnn_r0.5_tau0.5 $D --target-rate 0.5 --tau 0.5
+dmnn_r0.5_e2x $D --target-rate 0.5 --epochs $((2 * 2 * HALF))
 aig_t0.5_distill $A --target-rate 0.5 --distill 1
 twin --model twin_resnet20 --sub-blocks 2
 PLAN

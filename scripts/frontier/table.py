@@ -71,22 +71,36 @@ def main(dest: str, *sources: str) -> None:
             "train_top1": None if train_top1 is None else 100 * train_top1,
             "hours": run.metrics.get("train_seconds", 0.0) / 3600,
             "epochs": run.metrics.get("epochs"),
+            "source": Path(run.config["init_from"]).name if run.config.get("init_from") else None,
         })
-    static = [(r["macs"], r["top1"]) for r in rows if r["static"]]
+    epochs = {r["name"]: r["epochs"] for r in rows}
+    for r in rows:  # a warm start's budget counts its source's epochs too
+        r["budget"] = r["epochs"] + (epochs.get(r["source"]) or 0 if r["source"] else 0)
+        r["shown"] = f"{epochs.get(r['source'], '?')}+{r['epochs']}" if r["source"] else r["epochs"]
+    static: dict[int, list[tuple[float, float]]] = {}  # per budget, one point per seed group
+    for budget in {r["budget"] for r in rows}:
+        points: dict[str, list[dict]] = {}
+        for r in rows:
+            if r["static"] and r["budget"] == budget and not r["source"]:
+                points.setdefault(seed_group(r["name"]), []).append(r)
+        static[budget] = [(statistics.mean(p["macs"] for p in g),
+                           statistics.mean(p["top1"] for p in g)) for g in points.values()]
     lines = [
         f"Runs in {', '.join(f'`{s}`' for s in sources)} (`scripts/frontier/table.py`). MACs: "
         "mean per image ÷ the full "
-        "static ResNet-20's; frontier: the ungated runs' top-1 interpolated at that MACs.", "",
+        "static ResNet-20's; frontier: the ungated runs of the same epoch budget (a warm start "
+        "counts its source's epochs, `source+own`; seeds averaged), top-1 interpolated "
+        "piecewise-linearly at that MACs.", "",
         "| run | model | epochs | top-1 % | MACs ÷ ResNet-20 | static frontier there | Δ top-1 "
         "| train top-1 % (last epoch) | hours |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: (not r["static"], -r["macs"], r["name"])):
-        ref = None if r["static"] else interpolate(static, r["macs"])
+        ref = None if r["static"] else interpolate(static[r["budget"]], r["macs"])
         there = "static" if r["static"] else "–" if ref is None else f"{ref:.2f}"
         delta = "" if ref is None else f"{r['top1'] - ref:+.2f}"
         train = "–" if r["train_top1"] is None else f"{r['train_top1']:.2f}"
-        lines.append(f"| {r['name']} | {r['model']} | {r['epochs']} | {r['top1']:.2f} | "
+        lines.append(f"| {r['name']} | {r['model']} | {r['shown']} | {r['top1']:.2f} | "
                      f"{r['macs']:.3f} | {there} | {delta} | {train} | {r['hours']:.2f} |")
     groups: dict[str, list[dict]] = {}
     for r in rows:

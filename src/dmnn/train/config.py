@@ -33,6 +33,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "guarded": {"path_balance": 0.25, "dual_step": 0.1},
     # the guards plus in-place distillation from the all-on network (results/frontier)
     "distill": {"path_balance": 0.25, "dual_step": 0.1, "distill": 1.0},
+    # the guards plus the gate-entropy term: the frontier screen's best (results/frontier)
+    "entropy": {"path_balance": 0.25, "dual_step": 0.1, "gate_entropy": 2.0},
 }
 """Named recipes for the gated methods: ``--recipe NAME`` sets these over the preset (a config
 file and flags still override them)."""
