@@ -137,3 +137,11 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path):
     mixed = runner.invoke(app, ["report", str(run), str(tmp_path / "other.json"), "--out",
                                 str(tmp_path / "o4"), "--allow-mixed"])
     assert mixed.exit_code == 0, mixed.output
+
+
+def test_the_static_frontier_is_the_upper_envelope():
+    # hand-made: (cost, top-1); the 0.57-cost point is beaten by a cheaper one, so it is no
+    # frontier point; equal cost keeps the better seed
+    points = [(1.0, 69.1), (0.57, 66.4), (0.5, 67.5), (0.25, 64.1), (0.5, 67.0)]
+    assert figures.pareto(points) == [(0.25, 64.1), (0.5, 67.5), (1.0, 69.1)]
+    assert figures.pareto([]) == []

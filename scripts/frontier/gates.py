@@ -77,6 +77,7 @@ def inspect(run: Path) -> dict[str, object]:
         "share_below_1": float((m < 1).float().mean()), "patterns": len(patterns),
         "top_share": top, "rates": rate,
         **{k: 100 * v / seen for k, v in correct.items()},
+        **({} if n_sub == 2 else {"first sub-block only": None}),
     }
 
 
@@ -92,11 +93,11 @@ def main(dest: str, *runs: str) -> None:
     ]
     for r in rows:
         rates = " ".join("/".join(f"{v:.2f}" for v in row) for row in r["rates"].tolist())
-        first = r["first sub-block only"]
+        first = "–" if r["first sub-block only"] is None else f"{r['first sub-block only']:.2f}"
         lines.append(
             f"| {r['run']} | {r['median']:.2f} | {r['share_below_1']:.2f} | {r['patterns']} | "
             f"{r['top_share']:.2f} | {r['own gates']:.2f} | {r['all on']:.2f} | "
-            f"{first:.2f} | {rates} |")
+            f"{first} | {rates} |")
     Path(dest).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

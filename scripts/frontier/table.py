@@ -21,6 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from dmnn.evaluation.figures import pareto
 from dmnn.evaluation.runs import read_run
 
 
@@ -83,14 +84,14 @@ def main(dest: str, *sources: str) -> None:
         for r in rows:
             if r["static"] and r["budget"] == budget and not r["source"]:
                 points.setdefault(seed_group(r["name"]), []).append(r)
-        static[budget] = [(statistics.mean(p["macs"] for p in g),
-                           statistics.mean(p["top1"] for p in g)) for g in points.values()]
+        static[budget] = pareto([(statistics.mean(p["macs"] for p in g),
+                                  statistics.mean(p["top1"] for p in g)) for g in points.values()])
     lines = [
         f"Runs in {', '.join(f'`{s}`' for s in sources)} (`scripts/frontier/table.py`). MACs: "
         "mean per image ÷ the full "
         "static ResNet-20's; frontier: the ungated runs of the same epoch budget (a warm start "
-        "counts its source's epochs, `source+own`; seeds averaged), top-1 interpolated "
-        "piecewise-linearly at that MACs.", "",
+        "counts its source's epochs, `source+own`; seeds averaged; their upper envelope), top-1 "
+        "interpolated piecewise-linearly at that MACs.", "",
         "| run | model | epochs | top-1 % | MACs ÷ ResNet-20 | static frontier there | Δ top-1 "
         "| train top-1 % (last epoch) | hours |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

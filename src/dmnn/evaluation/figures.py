@@ -44,18 +44,29 @@ def save(fig: Figure, path: Path, fmt: str) -> Path:
     return path
 
 
+def pareto(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The upper envelope of (cost, accuracy) points, by cost: a point stays when no point of
+    lower or equal cost is as accurate (a wider net that a cheaper one beats is no frontier)."""
+    kept: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not kept or y > kept[-1][1]:
+            kept.append((x, y))
+    return kept
+
+
 def frontier(runs: Sequence[RunRecord], path: Path, fmt: str = "png") -> dict[str, Any]:
     """Top-1 against mean MACs, one marker per method, static runs joined as the frontier; a
     second panel against measured latency when bench JSONs are there (Fig. 4). Every ungated run
-(backbones at any width, twins) is a point of the static frontier."""
+    (backbones at any width, twins) is a candidate point of the static frontier, which is their
+    upper envelope (:func:`pareto`)."""
     latency = [r for r in runs if r.bench]
     fig = Figure(figsize=(12 if latency else 6.5, 4.8))
     axes = fig.subplots(1, 2 if latency else 1, squeeze=False)[0]
     points = {r.name: (r.metrics["macs_mean"] / 1e6, 100 * r.metrics["top1"]) for r in runs}
     _scatter(axes[0], runs, points, "mean MACs per image (M)")
     plotted: dict[str, Any] = {"macs": points,
-                               "static_frontier": sorted(points[r.name] for r in runs
-                                                         if r.is_static)}
+                               "static_frontier": pareto([points[r.name] for r in runs
+                                                          if r.is_static])}
     if latency:
         batch = min(b for r in latency for b in r.bench)
         lat = {r.name: (_latency_ms(r.bench[batch]), 100 * r.metrics["top1"])
@@ -82,7 +93,7 @@ def _scatter(ax: Any, runs: Sequence[RunRecord], points: dict[str, tuple[float, 
     for method, xy in sorted(by_method.items()):
         ax.scatter(*zip(*xy, strict=True), marker=MARKERS.get(method, "x"),
                    c=COLORS.get(method, "tab:purple"), s=60, label=method, zorder=3)
-    static = sorted(points[r.name] for r in runs if r.is_static)
+    static = pareto([points[r.name] for r in runs if r.is_static])
     if len(static) > 1:
         ax.plot(*zip(*static, strict=True), "k--", lw=1, label="static frontier", zorder=2)
     for r in runs:
