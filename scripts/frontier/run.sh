@@ -82,6 +82,7 @@ aig_t0.5_s1 $A --target-rate 0.5 --seed 1
 aig_t0.7 $A --target-rate 0.7
 drnet_r0.5 --model drnet_resnet20 --target-rate 0.5
 lcnet_r0.5 --model lcnet_resnet20 --target-rate 0.5
+dmnn_r0.7 $D --target-rate 0.7
 PLAN
 }
 plan() {
