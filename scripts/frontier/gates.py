@@ -45,9 +45,9 @@ def inspect(run: Path) -> dict[str, object]:
     margins: list[torch.Tensor] = []
     patterns: Counter[tuple[int, ...]] = Counter()
     rates: list[torch.Tensor] = []
-    correct = {"own gates": 0, "all on": 0, "first sub-block only": 0}
+    n_sub = model.gated_blocks[0].num_sub_blocks
+    correct = {"own gates": 0, "all on": 0} | ({"first sub-block only": 0} if n_sub == 2 else {})
     seen = 0
-    n_sub = model.gated_blocks[0].num_sub_blocks if model.gated_blocks else 0
     first_only = [torch.tensor([1.0] + [0.0] * (b.num_sub_blocks - 1)) for b in model.blocks]
     for x, y, _ in data.test:
         logits, routing = model(x, return_routing=True)
@@ -76,8 +76,8 @@ def inspect(run: Path) -> dict[str, object]:
         "run": run.name, "model": meta["model"], "median": float(m.median()),
         "share_below_1": float((m < 1).float().mean()), "patterns": len(patterns),
         "top_share": top, "rates": rate,
+        "first sub-block only": None,  # N ≠ 2: replaced below where it applies
         **{k: 100 * v / seen for k, v in correct.items()},
-        **({} if n_sub == 2 else {"first sub-block only": None}),
     }
 
 

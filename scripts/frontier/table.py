@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from dmnn.evaluation.figures import pareto
-from dmnn.evaluation.runs import read_run
+from dmnn.evaluation.runs import RunRecord, read_run
 
 
 def interpolate(points: list[tuple[float, float]], x: float, near: float = 0.02) -> float | None:
@@ -42,7 +42,7 @@ def seed_group(name: str) -> str:
     return re.sub(r"_s\d+$", "", name)
 
 
-def runs_in(sources: list[str]) -> list[tuple[object, bool]]:
+def runs_in(sources: list[str]) -> list[tuple[RunRecord, bool]]:
     """(record, whether to copy it into DEST) for every finished run the sources hold."""
     found = []
     for src in sources:
@@ -76,7 +76,7 @@ def main(dest: str, *sources: str) -> None:
         })
     epochs = {r["name"]: r["epochs"] for r in rows}
     for r in rows:  # a warm start's budget counts its source's epochs too
-        r["budget"] = r["epochs"] + (epochs.get(r["source"]) or 0 if r["source"] else 0)
+        r["budget"] = r["epochs"] + (epochs.get(r["source"]) or 0)
         r["shown"] = f"{epochs.get(r['source'], '?')}+{r['epochs']}" if r["source"] else r["epochs"]
     static: dict[int, list[tuple[float, float]]] = {}  # per budget, one point per seed group
     for budget in {r["budget"] for r in rows}:
