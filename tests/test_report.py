@@ -73,6 +73,14 @@ def test_the_plotted_data_equal_the_inputs(run, tmp_path):
     static = read_run(run.parent / "static_run")
     both = figures.frontier([record, static], tmp_path / "f2.png")
     assert both["static_frontier"] == [both["macs"]["static_run"]]  # the backbone, not DMNN
+    cost = {"dmnn_run": 0.8, "static_run": 1.0, "not_a_run": 0.1}
+    timed = figures.accuracy_against([record, static], cost, "latency", tmp_path / "l.png")
+    assert timed["points"]["dmnn_run"] == (0.8, 100 * metrics["top1"])
+    assert set(timed["points"]) == {"dmnn_run", "static_run"}  # only the runs given
+    assert timed["static_frontier"] == [timed["points"]["static_run"]]
+    assert min(size_of(tmp_path / "l.png")) > 100
+    with pytest.raises(ValueError, match="no run has a cost"):
+        figures.accuracy_against([record], {}, "latency", tmp_path / "none.png")
     series = figures.curves(record, tmp_path / "c.png")
     jsonl = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert series["test_top1"] == [e["test_top1"] for e in jsonl]

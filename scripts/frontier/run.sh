@@ -57,6 +57,7 @@ dmnn_r0.5_st0 $D --target-rate 0.5 --gate-noise 0
 dmnn_r0.5_paper $D --target-rate 0.5 --recipe paper
 dmnn_r0.5_tau0.5 $D --target-rate 0.5 --tau 0.5
 dmnn_r0.5_e2x $D --target-rate 0.5 --epochs $((2 * 2 * HALF))
+twin_k1of2_e2x --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1 --epochs $((2 * 2 * HALF))
 aig_t0.5_distill $A --target-rate 0.5 --distill 1
 twin --model twin_resnet20 --sub-blocks 2
 PLAN

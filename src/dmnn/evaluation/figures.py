@@ -80,6 +80,24 @@ def frontier(runs: Sequence[RunRecord], path: Path, fmt: str = "png") -> dict[st
     return plotted
 
 
+def accuracy_against(runs: Sequence[RunRecord], cost: dict[str, float], xlabel: str,
+                     path: Path, fmt: str = "png") -> dict[str, Any]:
+    """Top-1 against any per-run cost measured elsewhere (e.g. latency ratios timed in one loop,
+    ``scripts/frontier/latency.py``), static runs joined as the frontier. Runs without a cost
+    are left out. Returns the plotted points and the static frontier."""
+    kept = [r for r in runs if r.name in cost]
+    if not kept:
+        raise ValueError("no run has a cost to plot")
+    points = {r.name: (cost[r.name], 100 * r.metrics["top1"]) for r in kept}
+    fig = Figure(figsize=(6.5, 4.8))
+    _scatter(fig.subplots(), kept, points, xlabel)
+    fig.suptitle(f"Accuracy against measured cost ({kept[0].dataset})")
+    fig.tight_layout()
+    save(fig, path, fmt)
+    return {"points": points,
+            "static_frontier": pareto([points[r.name] for r in kept if r.is_static])}
+
+
 def _latency_ms(bench: dict[str, Any]) -> float:
     ms = bench["latency_ms"]
     return float(ms.get("sparse", ms.get("model", ms.get("static"))))

@@ -1,0 +1,109 @@
+"""Latency of the frontier (#16): every run timed in one loop, against the static ResNet-20.
+
+    python scripts/frontier/latency.py DEST RUNS_DIR [--batch 32] [--repeats 30] [--threads 2]
+        [--reference resnet20] [NAME ...]
+    python scripts/frontier/latency.py results/frontier/proxy /root/dmnn-runs/frontier-proxy
+
+``dmnn bench --checkpoint`` times one run against *its own* static backbone, which for a
+width-scaled ResNet is itself; the frontier needs every run against the one network a user
+would deploy instead. So this loads every named run (default: all finished runs in RUNS_DIR,
+their ``calibrated`` checkpoint where gate calibration wrote one), and times all of them on the
+same real test images in one rotated loop (no run always first or last), each in its default
+eval execution (fused with BN folded for gated models, folded for static ones) with its own
+trained gates. Ratios are paired medians against the reference run (``paired_ratio``). Run on a
+quiet machine. Writes ``DEST/latency_bB.json``, ``DEST/latency_bB.md`` and the figure
+``DEST/../figures/frontier_latency_bB.png`` (top-1 against the latency ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from dmnn.evaluation.figures import accuracy_against
+from dmnn.evaluation.latency import median_ms, paired_ratio, timed_round
+from dmnn.evaluation.latency_trained import gather_images
+from dmnn.evaluation.restore import load_for_eval
+from dmnn.evaluation.runs import read_run
+from dmnn.train.checkpoint import read_checkpoint
+
+
+def checkpoint_of(run: Path) -> Path:
+    calibrated = run / "calibrated.json"
+    return calibrated if calibrated.is_file() else run / "last.json"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dest", type=Path)
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("names", nargs="*", help="run folders in RUNS_DIR (default: every finished)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reference", default="resnet20")
+    args = ap.parse_args()
+    names = args.names or sorted(m.parent.name for m in args.runs.glob("*/metrics.json"))
+    if args.reference not in names:
+        names.insert(0, args.reference)
+    torch.set_num_threads(args.threads)
+    models, records, images = {}, {}, None
+    for name in names:
+        meta, tensors = read_checkpoint(checkpoint_of(args.runs / name))
+        model, data, _ = load_for_eval(meta, tensors, None, "cpu", source=name)
+        model.eval().set_execution("auto")
+        models[name], records[name] = model, read_run(args.runs / name)
+        if images is None:
+            images = gather_images(data.test, args.batch * (args.warmup + args.repeats))
+    assert images is not None
+    times: dict[str, list[float]] = {k: [] for k in models}
+    with torch.inference_mode():
+        for i in range(args.warmup + args.repeats):
+            x = images[i * args.batch:(i + 1) * args.batch]
+            round_ = {k: (lambda m=m, x=x: m(x)) for k, m in models.items()}
+            timed_round(round_, i, times if i >= args.warmup else None)
+    reference_macs = records[args.reference].metrics["macs_mean"]
+    rows = {}
+    for name, rec in records.items():
+        rows[name] = {
+            "model": rec.model, "top1": rec.metrics["top1"],
+            "macs_ratio": rec.metrics["macs_mean"] / reference_macs,
+            "ms": median_ms(times[name]),
+            "latency_ratio": paired_ratio(times[name], times[args.reference]),
+        }
+        rows[name]["latency_over_macs"] = rows[name]["latency_ratio"] / rows[name]["macs_ratio"]
+    result = {"batch": args.batch, "threads": torch.get_num_threads(), "repeats": args.repeats,
+              "warmup": args.warmup, "reference": args.reference,
+              "images": f"{records[args.reference].dataset} test",
+              "runs": rows}
+    args.dest.mkdir(parents=True, exist_ok=True)
+    stem = f"latency_b{args.batch}"
+    (args.dest / f"{stem}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    lines = [
+        f"Every run timed in one rotated loop (`scripts/frontier/latency.py`), batch "
+        f"{args.batch}, {result['threads']} threads, median of {args.repeats} batches of "
+        f"{result['images']} images, "
+        f"each run's default eval execution (fused, BN folded) with its own gates. Ratios: paired "
+        f"medians against `{args.reference}`.", "",
+        "| run | top-1 % | MACs ÷ ref | ms / batch | latency ÷ ref | latency ratio ÷ MACs ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in sorted(rows.items(), key=lambda kv: kv[1]["latency_ratio"]):
+        lines.append(f"| {name} | {100 * r['top1']:.2f} | {r['macs_ratio']:.3f} | {r['ms']:.2f} "
+                     f"| {r['latency_ratio']:.3f} | {r['latency_over_macs']:.2f} |")
+    (args.dest / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    figures = args.dest.parent / "figures"
+    figures.mkdir(exist_ok=True)
+    accuracy_against(
+        list(records.values()), {k: r["latency_ratio"] for k, r in rows.items()},
+        f"latency ÷ static {args.reference}, batch {args.batch} (this CPU, one loop)",
+        figures / f"frontier_latency_b{args.batch}.png")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
