@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +156,22 @@ def test_the_static_frontier_is_the_upper_envelope():
     points = [(1.0, 69.1), (0.57, 66.4), (0.5, 67.5), (0.25, 64.1), (0.5, 67.0)]
     assert figures.pareto(points) == [(0.25, 64.1), (0.5, 67.5), (1.0, 69.1)]
     assert figures.pareto([]) == []
+
+
+def test_frontier_latency_times_every_run_against_one_reference(run, tmp_path):
+    # scripts/frontier/latency.py: one loop, paired ratios against the reference run
+    script = Path(__file__).parents[1] / "scripts" / "frontier" / "latency.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "lat"), str(run.parent), "--batch", "2",
+         "--repeats", "3", "--warmup", "1", "--threads", "1", "--reference", "static_run"],
+        capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "lat" / "latency_b2.json").read_text())
+    assert set(result["runs"]) == {"dmnn_run", "static_run"}
+    assert result["runs"]["static_run"]["latency_ratio"] == 1.0
+    metrics = json.loads((run / "metrics.json").read_text())
+    static_macs = json.loads((run.parent / "static_run" / "metrics.json").read_text())["macs_mean"]
+    assert result["runs"]["dmnn_run"]["macs_ratio"] == pytest.approx(
+        metrics["macs_mean"] / static_macs)
+    assert "| dmnn_run |" in (tmp_path / "lat" / "latency_b2.md").read_text()
+    assert min(size_of(tmp_path / "figures" / "frontier_latency_b2.png")) > 100

@@ -46,7 +46,7 @@ resnet20_w0.5 --model resnet20 --width-mult 0.5
 resnet20_w0.75 --model resnet20 --width-mult 0.75
 PLAN
 }
-screen_more() {  # the rest of the ablation: each lever alone, N = 4, a longer schedule
+screen_more() {  # the rest of the ablation: each lever alone, N = 4, longer schedules (2x, 4x)
   cat <<PLAN
 resnet20_e2x --model resnet20 --epochs $((2 * 2 * HALF))
 dmnn_best_r0.5_e2x $D --target-rate 0.5 $BEST --epochs $((2 * 2 * HALF))
@@ -58,6 +58,8 @@ dmnn_r0.5_paper $D --target-rate 0.5 --recipe paper
 dmnn_r0.5_tau0.5 $D --target-rate 0.5 --tau 0.5
 dmnn_r0.5_e2x $D --target-rate 0.5 --epochs $((2 * 2 * HALF))
 twin_k1of2_e2x --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1 --epochs $((2 * 2 * HALF))
+twin_k1of2_e4x --model twin_resnet20 --sub-blocks 2 --keep-sub-blocks 1 --epochs $((4 * 2 * HALF))
+dmnn_best_r0.5_e4x $D --target-rate 0.5 $BEST --epochs $((4 * 2 * HALF))
 aig_t0.5_distill $A --target-rate 0.5 --distill 1
 twin --model twin_resnet20 --sub-blocks 2
 PLAN
