@@ -175,3 +175,27 @@ def test_frontier_latency_times_every_run_against_one_reference(run, tmp_path):
         metrics["macs_mean"] / static_macs)
     assert "| dmnn_run |" in (tmp_path / "lat" / "latency_b2.md").read_text()
     assert min(size_of(tmp_path / "figures" / "frontier_latency_b2.png")) > 100
+
+
+def test_frontier_table_rebuilds_from_its_copies_once_the_runs_are_gone(run, tmp_path):
+    # scripts/frontier/table.py: the copies in DEST keep top-1, MACs and the last epoch's
+    # training top-1, so the table survives the run folders (a fresh machine loses them)
+    script = Path(__file__).parents[1] / "scripts" / "frontier" / "table.py"
+    runs = tmp_path / "runs"
+    shutil.copytree(run.parent, runs, ignore=shutil.ignore_patterns("lat", "rep*"))
+    dest = tmp_path / "dest"
+
+    def table(*sources):
+        done = subprocess.run([sys.executable, str(script), str(dest), *map(str, sources)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return [row for row in (dest / "table.md").read_text().splitlines()
+                if row.startswith("| ") and "_run |" in row]
+
+    first = table(runs)
+    last_train = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = f"{100 * last_train[-1]['train_top1']:.2f}"
+    assert len(first) == 2 and f"| {train} |" in next(r for r in first if "| dmnn_run |" in r)
+    shutil.rmtree(runs)
+    assert table() == first
+    assert (dest / "table.md").read_text().startswith(f"Runs in `{dest}/*.json`")

@@ -6,7 +6,8 @@
 #   STAGE=proxy  12 k training images, 8 epochs (~10 min a static run on one thread): the screen
 #   STAGE=full   the whole training set, 20 epochs (1–2 h a run): the frontier itself
 #   RUNS=/root/dmnn-runs STAGE=proxy nohup bash scripts/frontier/run.sh > frontier.log 2>&1 &
-#   python scripts/frontier/table.py results/frontier/proxy "$RUNS/frontier-proxy"
+# Every finished run is copied to results/frontier/$STAGE/NAME.json and the table there rebuilt
+# (scripts/frontier/table.py), so results outlive the run folder: commit them.
 # PART=screen|frontier|all (proxy: all; full: frontier, the screen's best recipe only).
 # ONLY=NAME[,NAME...] runs just those; a run with `after=DEP` waits for DEP (a warm start's source).
 set -euo pipefail
@@ -16,8 +17,13 @@ RUNS=${RUNS:-runs}
 DATA=${DATA:-../shared/data/cifar-10-batches-py}
 JOBS=${JOBS:-2}
 case "$STAGE" in
-  proxy) EXTRA="--max-train-samples 12000 --epochs 8"; HALF=4; PART=${PART:-all} ;;
-  full) EXTRA=""; HALF=10; PART=${PART:-frontier} ;;
+  proxy) EXTRA="--max-train-samples 12000 --epochs 8"; HALF=4; PART=${PART:-all}; REFS="" ;;
+  full) EXTRA=""; HALF=10; PART=${PART:-frontier}
+    # the earlier cpu-fast runs (same preset, seed 0) stand in for the frontier runs not rerun
+    REFS="results/cpu-fast/resnet20.json results/cpu-fast/dmnn_resnet20_r0.5.json
+      results/cpu-fast/dmnn_resnet20_r0.7.json results/compare/aig_resnet20_t0.5.json
+      results/compare/drnet_resnet20_r0.5.json results/compare/lcnet_resnet20_r0.5.json
+      results/compare/twin_resnet20.json" ;;
   *) echo "error: STAGE must be proxy or full, got $STAGE" >&2; exit 2 ;;
 esac
 GROUP=$RUNS/frontier-$STAGE
@@ -122,8 +128,13 @@ one() {  # NAME [after=DEP] ARGS...
       > "$GROUP/$name.log" 2>&1
   fi
   echo "$name: $(tail -1 "$GROUP/$name.log")"
+  if [ -f "$out/metrics.json" ]; then
+    # shellcheck disable=SC2086
+    flock "$GROUP/.table.lock" python scripts/frontier/table.py "results/frontier/$STAGE" \
+      "$out" ${REFS:-} > /dev/null
+  fi
 }
 export -f one
-export GROUP DATA EXTRA ONLY JOBS
+export GROUP DATA EXTRA ONLY JOBS STAGE REFS
 export OMP_NUM_THREADS=1
 plan | xargs -P "$JOBS" -I{} bash -c 'one {}'

@@ -1,16 +1,19 @@
 """The frontier table (#16): every finished run of a frontier group against the static frontier.
 
-    python scripts/frontier/table.py DEST SOURCE...
+    python scripts/frontier/table.py DEST [SOURCE...]
     python scripts/frontier/table.py results/frontier/proxy RUNS/frontier-proxy
 
 SOURCE: a folder of run folders, or a metrics JSON already in results/ (``results/cpu-fast/
 resnet20.json``: the earlier cpu-fast runs, same preset and seed, count as frontier runs). For
-every ``RUN/metrics.json``: copies the metrics (with the run's config) to ``DEST/RUN.json``,
-then writes ``DEST/table.md``: top-1, MACs as a fraction of the full static ResNet-20 (the network
-a user would deploy instead; counted from the modules by the MACs table), the static frontier's
-top-1 at the same MACs (piecewise linear between the ungated runs: backbones at any width and
-twins with k of N sub-blocks), the difference, the last epoch's training top-1 and hours. Runs
-named ``NAME_sK`` are seeds of ``NAME``: a second table gives their mean and spread.
+every ``RUN/metrics.json``: copies the metrics (with the run's config and its last epoch's training
+top-1, ``train_top1_last``) to ``DEST/RUN.json``, so the results outlive the run folder; the copies
+already in DEST count too (a fresh copy replaces one), so ``table.py DEST`` alone rebuilds the
+table from what is committed. Then writes ``DEST/table.md``: top-1, MACs as a fraction of the full
+static ResNet-20 (the network a user would deploy instead; counted from the modules by the MACs
+table), the static frontier's top-1 at the same MACs (piecewise linear between the ungated runs:
+backbones at any width and twins with k of N sub-blocks), the difference, the last epoch's training
+top-1 and hours. Runs named ``NAME_sK`` are seeds of ``NAME``: a second table gives their mean and
+spread.
 """
 
 from __future__ import annotations
@@ -42,15 +45,24 @@ def seed_group(name: str) -> str:
     return re.sub(r"_s\d+$", "", name)
 
 
-def runs_in(sources: list[str]) -> list[tuple[RunRecord, bool]]:
-    """(record, whether to copy it into DEST) for every finished run the sources hold."""
+def runs_in(dest: Path, sources: list[str]) -> list[tuple[RunRecord, bool]]:
+    """(record, whether to copy it into DEST) for every finished run the sources hold, then
+    DEST's own results copies of runs the sources do not hold."""
     found = []
     for src in sources:
         path = Path(src)
         if path.is_file():
             found.append((read_run(path), False))
+        elif (path / "metrics.json").is_file():  # one run folder
+            found.append((read_run(path), True))
         else:
             found += [(read_run(m.parent), True) for m in sorted(path.glob("*/metrics.json"))]
+    names = {run.name for run, _ in found}
+    for copy in sorted(dest.glob("*.json")):
+        data = json.loads(copy.read_text())
+        stem = copy.name.removesuffix(".json")
+        if isinstance(data, dict) and "top1" in data and "macs_mean" in data and stem not in names:
+            found.append((read_run(copy), False))
     return found
 
 
@@ -58,14 +70,14 @@ def main(dest: str, *sources: str) -> None:
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for run, copy in runs_in(list(sources)):
+    for run, copy in runs_in(out, list(sources)):
+        last = run.epochs[-1] if run.epochs else {}
+        train_top1 = last.get("train_top1", run.metrics.get("train_top1_last"))
         if copy:
-            metrics = dict(run.metrics, config=run.config)
+            metrics = dict(run.metrics, config=run.config, train_top1_last=train_top1)
             (out / f"{run.name}.json").write_text(
                 json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         reference = run.static_macs()
-        last = run.epochs[-1] if run.epochs else {}
-        train_top1 = last.get("train_top1")
         rows.append({
             "name": run.name, "model": run.model, "static": run.is_static,
             "top1": 100 * run.metrics["top1"], "macs": run.metrics["macs_mean"] / reference,
@@ -87,7 +99,8 @@ def main(dest: str, *sources: str) -> None:
         static[budget] = pareto([(statistics.mean(p["macs"] for p in g),
                                   statistics.mean(p["top1"] for p in g)) for g in points.values()])
     lines = [
-        f"Runs in {', '.join(f'`{s}`' for s in sources)} (`scripts/frontier/table.py`). MACs: "
+        f"Runs in {', '.join(f'`{s}`' for s in (*sources, f'{dest}/*.json'))} "
+        "(`scripts/frontier/table.py`). MACs: "
         "mean per image ÷ the full "
         "static ResNet-20's; frontier: the ungated runs of the same epoch budget (a warm start "
         "counts its source's epochs, `source+own`; seeds averaged; their upper envelope), top-1 "
@@ -121,6 +134,6 @@ def main(dest: str, *sources: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit("usage: table.py DEST SOURCE...")
+    if len(sys.argv) < 2:
+        sys.exit("usage: table.py DEST [SOURCE...]")
     main(sys.argv[1], *sys.argv[2:])
