@@ -140,6 +140,31 @@ def test_folded_weights_follow_parameter_changes_and_training():
     assert close(outputs(model, x, pattern)) <= 1e-4  # load_state_dict copies in place
 
 
+def test_folded_weights_follow_replaced_tensors_and_layers():
+    # the cache checks version counters and storage; a replaced parameter, buffer or layer is
+    # caught through torch's registration hooks (the next check compares identities)
+    model, size = build("dmnn_resnet20")
+    x = torch.randn(8, 3, size, size)
+    pattern = [torch.randint(0, 2, (8, 2), generator=torch.Generator().manual_seed(i)).float()
+               for i in range(len(model.blocks))]
+    before = outputs(model, x, pattern)["auto"]
+    path = model.blocks[4].paths[0]
+    path[0].weight = nn.Parameter(path[0].weight.detach() * 1.5)
+    path[1].running_mean = path[1].running_mean + 0.5
+    replaced = outputs(model, x, pattern)
+    assert close(replaced) <= 1e-4 and (replaced["auto"] - before).abs().max() > 1e-3
+    other = model.blocks[6].paths[1]
+    other[3] = nn.Conv2d(other[3].in_channels, other[3].out_channels, 3, padding=1, bias=False)
+    swapped = outputs(model, x, pattern)
+    assert close(swapped) <= 1e-4 and (swapped["auto"] - replaced["auto"]).abs().max() > 1e-3
+    with torch.no_grad():  # the folded stem follows its weights too
+        model.stem[0].weight.mul_(0.5)
+    stem = outputs(model, x, pattern)
+    assert close(stem) <= 1e-4 and (stem["auto"] - swapped["auto"]).abs().max() > 1e-3
+    model.stem[1] = nn.BatchNorm2d(16).eval()  # and a replaced stem layer
+    assert close(outputs(model, x, pattern)) <= 1e-4
+
+
 def test_state_dict_is_the_unfolded_one():
     model, size = build("dmnn_resnet50")
     before = {k: v.clone() for k, v in model.state_dict().items()}

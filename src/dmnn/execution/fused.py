@@ -17,10 +17,12 @@ executor does) and BatchNorm is folded in:
 
 Folded weights are cached per block and pattern (bounded, least recently used first out) and
 rebuilt when any parameter or BN statistic changes (their version counters and storage are
-the cache key) and dropped when the model goes back to training. Parameters and ``state_dict``
-are never touched: checkpoints are the unfolded ones. Stem and projection shortcuts that are
-conv → BN stacks are folded the same way (:func:`run_folded`), so a static backbone at eval gets
-the same treatment: the like-for-like baseline. An off path's weights are never read.
+the cache key; a parameter, buffer or module assigned anywhere makes the next check compare
+the tensors' identities too) and dropped when the model goes back to training. Parameters and
+``state_dict`` are never touched: checkpoints are the unfolded ones. Stem and projection
+shortcuts that are conv → BN stacks are folded the same way (:func:`run_folded`), so a static
+backbone at eval gets the same treatment: the like-for-like baseline. An off path's weights are
+never read.
 
 Paths of another structure (what :func:`~.grouped.make_plan` does not recognise, or a last
 layer that is not a conv) get no stack and run through the sparse executor.
@@ -28,6 +30,7 @@ layer that is not a conv) get no stack and run through the sparse executor.
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -36,9 +39,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as _module
 
 from ..network.layers import ChannelSlice
-from .grouped import ACTS, GroupedPlan, plan_for, same_bn, same_conv
+from .grouped import (
+    ACTS,
+    GroupedPlan,
+    global_hooks,
+    path_modules,
+    plan_for,
+    same_bn,
+    same_conv,
+)
 from .sparse import gather, run_rows
 
 MAX_PATTERNS = 16
@@ -161,28 +173,78 @@ def build_stack(plan: GroupedPlan, on: Sequence[int]) -> Stack | None:
     return Stack(channels, tuple(ops))
 
 
-def _key(modules: Sequence[nn.Module]) -> tuple[int, ...]:
-    """Identity, storage and version of every tensor the modules own (not their children): an
-    in-place update (optimizer, load_state_dict, BN statistics), a move or a replaced
-    parameter all change it. Read from the modules' own dicts: cheap enough per forward."""
-    return tuple(
-        v for m in modules
-        for d in (m._parameters, m._buffers) for t in d.values() if t is not None
-        for v in (id(t), t._version, t.data_ptr())
-    )
+_generation = 0
+"""Bumped whenever a parameter, buffer or submodule is assigned to any module (torch's global
+registration hooks): until it moves, no module's tensors were replaced, so a cache needs to
+check only their version counters and storage."""
+
+
+def _registered(module: nn.Module, name: str, value: object) -> None:
+    global _generation
+    _generation += 1
+
+
+for _register in (_module.register_module_parameter_registration_hook,
+                  _module.register_module_buffer_registration_hook,
+                  _module.register_module_module_registration_hook):
+    _register(_registered)
+
+
+_version = operator.attrgetter("_version")
+
+
+def _tensors(modules: Sequence[nn.Module]) -> list[Tensor]:
+    """Every tensor the modules own (not their children's)."""
+    return [t for m in modules for d in (m._parameters, m._buffers) for t in d.values()
+            if t is not None]
+
+
+class _Watch:
+    """Whether the tensors of ``modules`` are unchanged since the watch began: an in-place update
+    (optimizer, load_state_dict, a manual edit) bumps a version counter, a move changes the
+    storage, a replaced tensor its identity. About 5 µs a block instead of walking the modules'
+    dicts each forward; the walk happens only after a registration somewhere (``_generation``)."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.modules = list(modules)
+        self.generation = _generation
+        self.tensors = _tensors(self.modules)
+        self.state = self._state()
+
+    def _state(self) -> tuple[int, ...]:
+        return (*map(_version, self.tensors), *map(Tensor.data_ptr, self.tensors))
+
+    def unchanged(self) -> bool:
+        if self.generation != _generation:
+            now = _tensors(self.modules)
+            if len(now) != len(self.tensors) or any(
+                    a is not b for a, b in zip(now, self.tensors, strict=True)):
+                return False
+            self.generation = _generation
+        return self._state() == self.state
 
 
 class FusedCache:
-    """A block's fused stacks by pattern, valid while its tensors are unchanged (``key``)."""
+    """A block's plan and its fused stacks by pattern, valid while no layer has a hook and the
+    layers' tensors are unchanged (:meth:`valid`)."""
 
-    def __init__(self, key: tuple[int, ...]) -> None:
-        self.key = key
+    def __init__(self, paths: nn.Module, plan: GroupedPlan) -> None:
+        self.plan = plan
+        self.layers = path_modules(paths)  # type: ignore[arg-type]
+        self.hooks = [d for m in self.layers for d in (  # each module keeps its dicts for life
+            m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)]
+        self.watch = _Watch(list(dict.fromkeys(m for column in plan.layers for m in column)))
         self.stacks: OrderedDict[tuple[int, ...], Stack | None] = OrderedDict()
 
-    def get(self, plan: GroupedPlan, on: tuple[int, ...]) -> Stack | None:
+    def valid(self, paths: Sequence[nn.Module]) -> bool:
+        if self.watch.generation != _generation and path_modules(paths) != self.layers:
+            return False  # a layer was replaced
+        return not (global_hooks() or any(self.hooks)) and self.watch.unchanged()
+
+    def get(self, on: tuple[int, ...]) -> Stack | None:
         stack = self.stacks.get(on)
         if stack is None and on not in self.stacks:
-            stack = build_stack(plan, on)
+            stack = build_stack(self.plan, on)
             self.stacks[on] = stack
             if len(self.stacks) > MAX_PATTERNS:
                 self.stacks.popitem(last=False)
@@ -194,12 +256,20 @@ class FusedCache:
 _CACHES: weakref.WeakKeyDictionary[nn.Module, FusedCache] = weakref.WeakKeyDictionary()
 
 
-def _cache_for(paths: nn.Module, plan: GroupedPlan) -> FusedCache:
-    key = _key(list(dict.fromkeys(m for column in plan.layers for m in column)))
+def _cache_for(paths: Sequence[nn.Module]) -> FusedCache | None:
+    """The block's valid cache, rebuilt (plan and all) when it no longer holds; None when the
+    paths are training or cannot be fused."""
+    if not isinstance(paths, nn.Module) or any(m.training for m in paths):
+        return None
     cache = _CACHES.get(paths)
-    if cache is None or cache.key != key:
-        cache = FusedCache(key)
-        _CACHES[paths] = cache
+    if cache is not None and cache.valid(paths):
+        return cache
+    plan = fused_plan(paths)
+    if plan is None:
+        _CACHES.pop(paths, None)
+        return None
+    cache = FusedCache(paths, plan)
+    _CACHES[paths] = cache
     return cache
 
 
@@ -252,23 +322,17 @@ def run_fused(
 ) -> Tensor | None:
     """base + Σ_n s_n·F_n(x) with folded, fused stacks per gate pattern; None if the paths
     cannot be fused (the caller runs them sparse)."""
-    plan = fused_plan(paths)
-    if plan is None:
+    cache = _cache_for(paths)
+    if cache is None:
         return None
-    cache = _cache_for(paths, plan)  # type: ignore[arg-type]
-    n = plan.num_sub_blocks
+    n = cache.plan.num_sub_blocks
     batch = x.shape[0]
-    if gates is None:
-        stack = cache.get(plan, tuple(range(n)))
-        if stack is None:
-            return None
-        y = stack(x)
-        return y if base is None else base + y
-    if batch == 1:  # one pattern: one host read, one fused call
-        on = tuple(i for i, g in enumerate(gates[0].tolist()) if g > 0.5)
+    if gates is None or batch == 1:  # one pattern (a static block: all): one fused call
+        on = tuple(range(n)) if gates is None else tuple(
+            i for i, g in enumerate(gates[0].tolist()) if g > 0.5)  # one host read
         if not on:
             return base
-        stack = cache.get(plan, on)
+        stack = cache.get(on)
         if stack is None:
             return None
         y = stack(x)
@@ -279,7 +343,7 @@ def run_fused(
     stacks = {}
     for code, count in enumerate(counts):
         if count and code:
-            stack = cache.get(plan, tuple(i for i in range(n) if code >> i & 1))
+            stack = cache.get(tuple(i for i in range(n) if code >> i & 1))
             if stack is None:
                 return None
             stacks[code] = stack
@@ -293,18 +357,15 @@ def run_fused(
     return out
 
 
-_FOLDED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], list]] = (
-    weakref.WeakKeyDictionary()
-)
+_FOLDED: weakref.WeakKeyDictionary[nn.Module, tuple[_Watch, list]] = weakref.WeakKeyDictionary()
 
 
 def folded_ops(module: nn.Sequential) -> list:
     """The layers of ``module`` with every conv → BN pair as one folded :class:`Conv` (cached
     while the module's tensors are unchanged); other layers are the modules themselves."""
-    key = _key(list(module))
     cached = _FOLDED.get(module)
-    if cached is None or cached[0] != key:
-        cached = (key, _fold_sequence(list(module)))
+    if cached is None or not cached[0].unchanged() or cached[0].modules != list(module):
+        cached = (_Watch(list(module)), _fold_sequence(list(module)))
         _FOLDED[module] = cached
     return cached[1]
 

@@ -41,7 +41,7 @@ from ..network.layers import ChannelSlice
 ACTS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 
 
-def _global_hooks() -> bool:
+def global_hooks() -> bool:
     """Whether torch's global module hooks (private registries, read defensively) are set."""
     return any(
         getattr(_module, name, None)
@@ -162,13 +162,23 @@ _PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], GroupedPlan 
 def _signature(paths: Sequence[nn.Module]) -> tuple[int, ...] | None:
     """Identity of every module in the paths (a plan is reused only while none was replaced), or
     None when a module has hooks: fused ops would skip them (e.g. pruning's forward pre-hooks)."""
-    modules = [m for p in paths for m in (p, *p._modules.values())]
-    if _global_hooks() or any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-        for m in modules
-    ):
+    modules = path_modules(paths)
+    if hooked(modules):
         return None
     return tuple(id(m) for m in modules)
+
+
+def path_modules(paths: Sequence[nn.Module]) -> list[nn.Module]:
+    """The paths and their layers: what a plan is checked against."""
+    return [m for p in paths for m in (p, *p._modules.values())]
+
+
+def hooked(modules: Sequence[nn.Module]) -> bool:
+    """Whether any of ``modules`` (or torch globally) has a forward or backward hook."""
+    return global_hooks() or any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in modules
+    )
 
 
 def plan_for(paths: Sequence[nn.Module]) -> GroupedPlan | None:
