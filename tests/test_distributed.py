@@ -186,3 +186,19 @@ def test_more_processes_than_test_images(tmp_path):
     assert result.returncode != 0
     assert "error: the test split has 1 images, fewer than the 2 processes" in result.stderr
     assert not out.exists()
+
+
+def test_cpu_sync_bn_conversion_keeps_statistics_and_takes_bare_batchnorms():
+    import torch
+    from torch import nn
+
+    from dmnn.distributed import sync_bn
+
+    bn = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.running_mean.fill_(0.25)
+    bare = nn.BatchNorm2d(3, affine=False, track_running_stats=False)  # owns no tensor at all
+    model = sync_bn.convert_sync_batchnorm(nn.Sequential(bn, bare), torch.device("cpu"))
+    assert [type(m) for m in model] == [sync_bn.GlobalBatchNorm2d] * 2
+    assert torch.equal(model[0].running_mean, torch.full((3,), 0.25))
+    assert not list(model[1].state_dict())

@@ -77,7 +77,8 @@ def _convert(module: nn.Module) -> nn.Module:
                                 module.track_running_stats)
         new.load_state_dict(module.state_dict())
         new.train(module.training)
-        return new.to(next(iter(module.state_dict().values())).device)
+        owned = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        return new.to(owned[0].device) if owned else new  # a BN without affine or statistics
     for name, child in module.named_children():
         setattr(module, name, _convert(child))
     return module
