@@ -56,10 +56,9 @@ def main() -> None:
         inputs = block_inputs(model, batch)
         for index in args.blocks:
             paths = model.blocks[index].paths
-            plan = fused.fused_plan(paths)
-            cache = fused._cache_for(paths, plan)  # noqa: SLF001
+            cache = fused._cache_for(paths)  # noqa: SLF001
             for pattern in ((0,), (0, 1)):
-                stack = cache.get(plan, pattern)
+                stack = cache.get(pattern)
                 x = inputs[index]
                 with torch.inference_mode():
                     compiled = torch.compile(lambda t, s=stack: s(t), dynamic=False)

@@ -46,6 +46,7 @@ from .grouped import (
     ACTS,
     GroupedPlan,
     global_hooks,
+    hook_dicts,
     path_modules,
     plan_for,
     same_bn,
@@ -231,8 +232,7 @@ class FusedCache:
     def __init__(self, paths: nn.Module, plan: GroupedPlan) -> None:
         self.plan = plan
         self.layers = path_modules(paths)  # type: ignore[arg-type]
-        self.hooks = [d for m in self.layers for d in (  # each module keeps its dicts for life
-            m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)]
+        self.hooks = hook_dicts(self.layers)
         self.watch = _Watch(list(dict.fromkeys(m for column in plan.layers for m in column)))
         self.stacks: OrderedDict[tuple[int, ...], Stack | None] = OrderedDict()
 
@@ -280,9 +280,8 @@ def drop_fused(module: nn.Module) -> None:
 
 
 def fused_plan(paths: Sequence[nn.Module]) -> GroupedPlan | None:
-    """The grouped plan of ``paths`` when it is in eval mode and foldable (one path included)."""
-    if not isinstance(paths, nn.Module) or any(m.training for m in paths):
-        return None
+    """The grouped plan of ``paths`` (eval mode, checked by the caller) when it is foldable (one
+    path included)."""
     if len(paths) == 1:
         return _single_plan(paths)
     return plan_for(paths)
@@ -364,7 +363,8 @@ def folded_ops(module: nn.Sequential) -> list:
     """The layers of ``module`` with every conv → BN pair as one folded :class:`Conv` (cached
     while the module's tensors are unchanged); other layers are the modules themselves."""
     cached = _FOLDED.get(module)
-    if cached is None or not cached[0].unchanged() or cached[0].modules != list(module):
+    if cached is None or (cached[0].generation != _generation
+                          and cached[0].modules != list(module)) or not cached[0].unchanged():
         cached = (_Watch(list(module)), _fold_sequence(list(module)))
         _FOLDED[module] = cached
     return cached[1]

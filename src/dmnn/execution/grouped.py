@@ -173,12 +173,16 @@ def path_modules(paths: Sequence[nn.Module]) -> list[nn.Module]:
     return [m for p in paths for m in (p, *p._modules.values())]
 
 
+def hook_dicts(modules: Sequence[nn.Module]) -> list[dict]:
+    """The forward and backward hook dicts of ``modules``: a module keeps its dicts for life, so
+    a cache can hold them and test them for emptiness each call."""
+    return [d for m in modules for d in (
+        m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)]
+
+
 def hooked(modules: Sequence[nn.Module]) -> bool:
     """Whether any of ``modules`` (or torch globally) has a forward or backward hook."""
-    return global_hooks() or any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-        for m in modules
-    )
+    return global_hooks() or any(hook_dicts(modules))
 
 
 def plan_for(paths: Sequence[nn.Module]) -> GroupedPlan | None:
