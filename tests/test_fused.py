@@ -216,3 +216,57 @@ def test_fused_equals_masked_dense_in_channels_last(name):
     assert close(outputs(model, x, mixed if model.is_dynamic else None)) <= 1e-4
     rows = gather(x, torch.tensor([0, 3, 5]))
     assert rows.is_contiguous(memory_format=torch.channels_last) and torch.equal(rows, x[[0, 3, 5]])
+
+
+@pytest.fixture
+def split_by_path():
+    fused.set_mixed_split("path")
+    yield
+    fused.set_mixed_split("pattern")
+
+
+@pytest.mark.parametrize("name", ["dmnn_resnet20", "dmnn_resnet50", "dmnn_mobilenetv2"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_split_by_path_equals_masked_dense(name, layout, split_by_path):
+    """Mixed patterns run one sub-block at a time on its on rows: still eqn 4 exactly, with
+    all-on, all-off and single-path blocks in the same batch."""
+    model, size = build(name)
+    model.to(memory_format=layout)
+    x = torch.randn(16, 3, size, size).contiguous(memory_format=layout)
+    g = torch.Generator().manual_seed(5)
+    mixed = [torch.randint(0, 2, (16, b.num_sub_blocks), generator=g).float()
+             for b in model.blocks]
+    mixed[0][:4] = 1.0  # the rows of every pattern, at N = 2 and at MobileNetV2's N
+    mixed[0][4:6] = 0.0
+    assert close(outputs(model, x, mixed)) <= 1e-4
+    built = {p for b in model.blocks if b.paths in fused._CACHES
+             for p in fused._CACHES[b.paths].stacks}
+    assert built and all(len(p) == 1 for p in built)  # only one-path stacks were ever built
+
+
+def test_split_by_path_never_reads_off_paths(split_by_path):
+    """NaN in sub-block 1 of every block, on for no row: the path split never touches it."""
+    model, size = build("dmnn_resnet20")
+    x = torch.randn(8, 3, size, size)
+    pattern = [torch.tensor([[1.0, 0.0]] * 5 + [[0.0, 0.0]] * 3) for _ in model.blocks]
+    reference = outputs(model, x, pattern)["dense"]
+    with torch.no_grad():
+        for block in model.blocks:
+            for p in block.paths[1].parameters():
+                p.fill_(float("nan"))
+    with torch.inference_mode(), force_gates(model, pattern):
+        out = model(x)
+    assert torch.isfinite(out).all() and (out - reference).abs().max().item() <= 1e-4
+
+
+def test_auto_split_takes_the_fewer_calls():
+    """Three patterns of two paths: by path (2 calls); two patterns of two paths: by pattern."""
+    fused.set_mixed_split("auto")
+    try:
+        assert fused._by_path([1, 3, 2, 4], 2)
+        assert not fused._by_path([0, 3, 0, 4], 2)
+        assert not fused._by_path([5, 3, 0, 0], 2)  # one pattern: one fused call either way
+    finally:
+        fused.set_mixed_split("pattern")
+    with pytest.raises(ValueError, match="mixed split"):
+        fused.set_mixed_split("rows")

@@ -1,8 +1,8 @@
 """Latency benchmark with forced gates: static backbone vs masked dense vs sparse, in one process.
 
 Every variant is timed in the same loop (warm-up, then repeats interleaved and rotated so drift
-Every variant is timed in the same loop (warm-up, then repeats interleaved and rotated so drift
-random gate pattern at rate r with seed i and both the masked and the sparse executors run that
+of a shared machine hits all of them alike). Round i draws one random gate pattern at rate r with
+seed i and both the masked and the sparse executors run that
 same pattern, so their MACs and outputs are comparable.
 """
 

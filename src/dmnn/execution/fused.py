@@ -35,12 +35,14 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
+from ..checks import check_choice
 from ..network.layers import ChannelSlice
 from .grouped import (
     ACTS,
@@ -339,6 +341,8 @@ def run_fused(
     bits = (gates > 0.5).to(torch.int64)
     codes = (bits * (1 << torch.arange(n, device=x.device))).sum(dim=1)
     counts = torch.bincount(codes, minlength=1 << n).tolist()  # the block's one host sync
+    if _by_path(counts, n):
+        return _run_by_path(cache, x, bits, counts, base)
     stacks = {}
     for code, count in enumerate(counts):
         if count and code:
@@ -349,6 +353,51 @@ def run_fused(
     out, owned = base, False
     for code, stack in stacks.items():
         out = run_rows(codes == code, counts[code], batch,
+                       lambda rows, s=stack: s(gather(x, rows)), out, owned=owned)
+        owned = True
+    if out is None:
+        raise RuntimeError("every sub-block is off and the block has no shortcut: no output")
+    return out
+
+
+MixedSplit = Literal["pattern", "path", "auto"]
+_mixed_split: MixedSplit = "pattern"
+
+
+def set_mixed_split(split: MixedSplit) -> None:
+    """How a batch with mixed gate patterns is split: ``pattern`` (the default) runs each
+    pattern's rows through that pattern's fused stack (up to 2^N − 1 calls, the wide ones
+    grouped); ``path`` runs each sub-block's folded stack on the rows where it is on (at most N
+    calls, each on more rows, both-on rows scattered twice); ``auto`` takes whichever makes fewer
+    calls (ties: ``pattern``). Off rows are never computed in any of them."""
+    global _mixed_split
+    check_choice("mixed split", split, ("pattern", "path", "auto"))
+    _mixed_split = split
+
+
+def _by_path(counts: list[int], n: int) -> bool:
+    if _mixed_split != "auto":
+        return _mixed_split == "path"
+    patterns = sum(1 for code in range(1, 1 << n) if counts[code])
+    paths = sum(1 for i in range(n) if any(counts[c] for c in range(1 << n) if c >> i & 1))
+    return paths < patterns
+
+
+def _run_by_path(
+    cache: FusedCache, x: Tensor, bits: Tensor, counts: list[int], base: Tensor | None
+) -> Tensor | None:
+    n, batch = cache.plan.num_sub_blocks, x.shape[0]
+    runs = []  # every stack first: a path that cannot be fused leaves ``base`` untouched
+    for i in range(n):
+        count = sum(counts[c] for c in range(1 << n) if c >> i & 1)
+        if count:
+            stack = cache.get((i,))
+            if stack is None:
+                return None
+            runs.append((i, count, stack))
+    out, owned = base, False
+    for i, count, stack in runs:
+        out = run_rows(bits[:, i].bool(), count, batch,
                        lambda rows, s=stack: s(gather(x, rows)), out, owned=owned)
         owned = True
     if out is None:
