@@ -2,6 +2,7 @@
 of N sub-blocks, the gate-noise start, in-place distillation, warm starts, named recipes, the
 gates' own weight decay."""
 
+import json
 import math
 
 import pytest
@@ -157,3 +158,32 @@ def test_gate_weight_decay_puts_the_gates_in_their_own_group():
     assert len(net["params"]) + len(gates["params"]) == len(list(model.parameters()))
     with pytest.raises(ValueError, match="--gate-weight-decay needs a gated model"):
         tiny(model="twin_resnet20", gate_weight_decay=0.0)
+
+
+def test_entropy_ramp_hand_computed():
+    from dmnn.train.levers import ramp
+    assert ramp(2.0, 0, 10) == 0.0
+    assert ramp(2.0, 5, 10) == pytest.approx(1.0)
+    assert ramp(2.0, 25, 10) == 2.0  # full after the warm-up
+    assert ramp(2.0, 0, 0) == 2.0  # no warm-up: full from the first step
+
+
+def test_entropy_warmup_starts_from_the_guards_alone(tmp_path):
+    """One step inside a one-epoch warm-up: weight 0, so the logged total is the guarded run's."""
+    one = {"model": "dmnn_resnet20", "max_train_samples": 32, "seed": 3}
+    runs = {"guards": tiny(**one), "ramped": tiny(**one, gate_entropy=50.0, gate_entropy_warmup=1),
+            "full": tiny(**one, gate_entropy=50.0)}
+    totals = {}
+    for name, cfg in runs.items():
+        train(cfg, tmp_path / name, progress=False)
+        line = (tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1]
+        totals[name] = json.loads(line)["train_loss"]
+    assert totals["ramped"] == pytest.approx(totals["guards"], rel=1e-6)
+    assert totals["full"] > totals["guards"] + 1.0  # 50 × H, H > 0.02 for undecided gates
+
+
+def test_entropy_warmup_refuses_what_it_cannot_ramp():
+    with pytest.raises(ValueError, match="--gate-entropy-warmup ramps --gate-entropy"):
+        tiny(model="dmnn_resnet20", gate_entropy_warmup=1)
+    with pytest.raises(ValueError, match="longer than --epochs"):
+        tiny(model="dmnn_resnet20", gate_entropy=1.0, gate_entropy_warmup=3)

@@ -80,6 +80,10 @@ class TrainConfig:
     gate_entropy: float = option(0.0, min=0.0, help=(
         "Weight of the gates' mean binary entropy (pushes each gate to decide per image); "
         "0: off. Gated models."))
+    gate_entropy_warmup: float = option(0.0, min=0.0, help=(
+        "Epochs over which the gate-entropy weight ramps linearly (per step) from 0 to "
+        "--gate-entropy: the gates first train with the guards alone, then are pushed to "
+        "decide; 0: the full weight from the first step."))
     gate_weight_decay: float | None = option(None, min=0.0, help=(
         "Weight decay of the gates' own parameters (controllers, gate FCs); default: "
         "--weight-decay. Decay pulls every on/off logit toward 0, an undecided gate. Gated "
@@ -167,6 +171,12 @@ class TrainConfig:
             raise ValueError(f"--gate-weight-decay needs a gated model: {self.model} has no gates")
         if self.gate_entropy and not method.gated:
             raise ValueError(f"--gate-entropy needs a gated model: {self.model} has no gates")
+        if self.gate_entropy_warmup and not self.gate_entropy:
+            raise ValueError("--gate-entropy-warmup ramps --gate-entropy, which is 0: set "
+                             "--gate-entropy too")
+        if self.gate_entropy_warmup > self.epochs:
+            raise ValueError(f"--gate-entropy-warmup ({self.gate_entropy_warmup:g} epochs) is "
+                             f"longer than --epochs ({self.epochs}): shorten it")
         for other in list_methods():
             for name in other.owns if other is not method else ():
                 if getattr(self, name):

@@ -50,7 +50,7 @@ from .checkpoint import (
 from .config import TrainConfig, resolve_config
 from .data import load_run_data, say
 from .device import pick_device
-from .levers import distill_loss, gate_entropy_loss
+from .levers import distill_loss, gate_entropy_loss, ramp
 from .precision import Precision
 from .schedule import lr_factor
 
@@ -341,7 +341,9 @@ class Trainer:
                 out = self.loss(logits, routing, y, c)
                 if cfg.gate_entropy:
                     entropy = gate_entropy_loss(routing.probs)
-                    out.total = out.total + cfg.gate_entropy * entropy
+                    weight = ramp(cfg.gate_entropy, self.state.step,
+                                  cfg.gate_entropy_warmup * self.steps_per_epoch)
+                    out.total = out.total + weight * entropy
                     out.parts.update(gate_entropy=entropy.detach(), total=out.total.detach())
                 if cfg.distill:
                     self.add_distillation(out, logits, x, y, setup)

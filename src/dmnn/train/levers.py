@@ -29,6 +29,17 @@ def distill_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> 
     return F.kl_div(log_p, target, reduction="batchmean", log_target=True) * (t * t)
 
 
+def ramp(weight: float, step: int, warmup_steps: float) -> float:
+    """``weight`` scaled linearly from 0 at step 0 to full at ``warmup_steps`` (full if 0).
+
+    Why (``--gate-entropy-warmup``): with the entropy term from the first step the gates decide
+    before the sub-blocks have learned anything to decide between, and what they decide is the
+    same for every image; a guarded phase first lets per-image preferences form."""
+    if warmup_steps <= 0:
+        return weight
+    return weight * min(1.0, step / warmup_steps)
+
+
 def gate_entropy_loss(probs: Sequence[Tensor | None]) -> Tensor:
     """Mean binary entropy H(p) = −p·ln p − (1 − p)·ln(1 − p) of every gate's on-probability,
     averaged per block, then over the gated blocks.
