@@ -3,7 +3,8 @@
 The per-block decision (which pattern each row has) stays in Python; what a compiler can see is
 one pattern's fused stack: folded convs and activations on a fixed-shape input. This times, for
 DMNN-50 blocks at 224 px, the eager stack against ``torch.compile(stack)`` (inductor) at batch 1
-and 32, after warm-up, and reports the compile time. The default stays whichever is faster.
+and 32, interleaved and paired after warm-up, and reports the compile time. The default
+stays whichever is faster.
 
     python scripts/bench/compile_fused.py --threads 2 [--blocks 0 7] [--json]
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
 
 from dmnn import create_model
+from dmnn.evaluation.latency import median_ms, paired_ratio, timed_round
 from dmnn.execution import fused
 
 
@@ -31,15 +32,6 @@ def block_inputs(model, batch: int) -> list[torch.Tensor]:
     for h in hooks:
         h.remove()
     return seen
-
-
-def timed(fn, x, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:
@@ -66,13 +58,16 @@ def main() -> None:
                     compiled(x)
                     compile_s = time.perf_counter() - start
                     repeats = 50 if batch == 1 else 8
-                    for fn in (stack, compiled):
-                        fn(x)  # warm-up
-                    eager = timed(stack, x, repeats)
-                    comp = timed(compiled, x, repeats)
-                    diff = (stack(x) - compiled(x)).abs().max().item()
+                    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+                    variants = {"eager": lambda s=stack, t=x: s(t),
+                                "compiled": lambda c=compiled, t=x: c(t)}
+                    for i in range(2 + repeats):  # interleaved, rotated, paired
+                        outs = timed_round(variants, i, times if i >= 2 else None)
+                    diff = (outs["eager"] - outs["compiled"]).abs().max().item()
                 rows.append({"batch": batch, "block": index, "pattern": list(pattern),
-                             "eager_ms": eager, "compiled_ms": comp, "ratio": comp / eager,
+                             "eager_ms": median_ms(times["eager"]),
+                             "compiled_ms": median_ms(times["compiled"]),
+                             "ratio": paired_ratio(times["compiled"], times["eager"]),
                              "compile_s": compile_s, "max_abs_diff": diff})
     if args.json:
         print(json.dumps({"threads": args.threads, "rows": rows}, indent=1))
