@@ -199,3 +199,23 @@ def test_frontier_table_rebuilds_from_its_copies_once_the_runs_are_gone(run, tmp
     shutil.rmtree(runs)
     assert table() == first
     assert (dest / "table.md").read_text().startswith(f"Runs in `{dest}/*.json`")
+
+
+def test_frontier_gates_keep_the_rows_of_runs_whose_folders_are_gone(run, tmp_path):
+    # scripts/frontier/gates.py: a run inspected now replaces its row, other rows are kept
+    script = Path(__file__).parents[1] / "scripts" / "frontier" / "gates.py"
+    dest = tmp_path / "gates.md"
+
+    def gates(*runs):
+        done = subprocess.run([sys.executable, str(script), str(dest), *map(str, runs)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return [r for r in dest.read_text().splitlines() if r.startswith("| ") and "---" not in r]
+
+    first = gates(run)
+    assert len(first) == 2 and first[1].startswith("| dmnn_run | ")
+    dest.write_text(dest.read_text() + "| a_gone_run | 1.00 | 0.50 | 2 | 0.90 | 50.00 | 40.00 "
+                    "| 30.00 | 1.00/0.00 |\n")
+    again = gates(run)
+    assert [r.split("|")[1].strip() for r in again[1:]] == ["a_gone_run", "dmnn_run"]
+    assert again[2] == first[1]  # the same checkpoint, the same row

@@ -6,7 +6,8 @@ For each run folder (its ``calibrated`` checkpoint where gate calibration wrote 
 ``last``), one pass over its test split in eval mode records every gate's on-minus-off margin
 (the calibrated threshold included, so its sign is the decision) and the accuracy with the gates
 as trained, with every gate forced on, and with the first sub-block of every block only (a
-static half-width net, N = 2). Writes a markdown table to DEST.md:
+static half-width net, N = 2). Writes a markdown table to DEST.md (rows of runs already there and
+not given now are kept, so a table outlives the run folders):
 
 * median |margin|: how far the typical gate is from flipping. The training noise is Gumbel with
   scale ~1, so a margin well below 1 means the gate was a coin toss for most of training: each
@@ -91,13 +92,21 @@ def main(dest: str, *runs: str) -> None:
         "| rates per block (sub-block 1/2) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    new = {}
     for r in rows:
         rates = " ".join("/".join(f"{v:.2f}" for v in row) for row in r["rates"].tolist())
         first = "–" if r["first sub-block only"] is None else f"{r['first sub-block only']:.2f}"
-        lines.append(
+        new[r["run"]] = (
             f"| {r['run']} | {r['median']:.2f} | {r['share_below_1']:.2f} | {r['patterns']} | "
             f"{r['top_share']:.2f} | {r['own gates']:.2f} | {r['all on']:.2f} | "
             f"{first} | {rates} |")
+    kept = {}  # DEST's rows of runs not inspected now (their folders may be gone): kept
+    if Path(dest).is_file():
+        for line in Path(dest).read_text().splitlines()[len(lines):]:
+            if line.startswith("| "):
+                kept[line.split("|")[1].strip()] = line
+    merged = kept | new
+    lines += [merged[name] for name in sorted(merged)]
     Path(dest).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
