@@ -1,20 +1,41 @@
 """Top-1 against MACs (÷ the full static ResNet-20's) for metrics JSONs or run folders, static
-runs joined as the frontier (#16: `results/frontier/figures/frontier_full.png`).
+runs joined as the frontier (#16: `results/frontier/figures/frontier_full.png`); with
+``--latency-batch B`` also top-1 against latency ÷ the static backbone at batch B
+(``OUT_latency_bB.png``): each run's paired ratio from its ``NAME.bench_bB.json``
+(``dmnn bench --checkpoint``), the backbone itself at 1; runs without a bench, or with one from
+before the fused executor (timed against an unfolded static network), are left out.
 
-    python scripts/frontier/figure.py OUT.png RUN...
+    python scripts/frontier/figure.py OUT.png RUN... [--latency-batch 32]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 from dmnn.evaluation import figures
 from dmnn.evaluation.runs import read_run
 
+
+def folded(bench: dict | None) -> bool:
+    """A bench of today's eval (fused, against the BN-folded static network)."""
+    return bench is not None and "static_unfolded" in bench.get("latency_ms", {})
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit("usage: figure.py OUT.png RUN...")
-    runs = [read_run(p) for p in sys.argv[2:]]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--latency-batch", type=int, default=None)
+    args = p.parse_args()
+    runs = [read_run(r) for r in args.runs]
     cost = {r.name: r.metrics["macs_mean"] / r.static_macs() for r in runs}
-    figures.accuracy_against(runs, cost, "MACs ÷ ResNet-20 (counted)", Path(sys.argv[1]))
+    figures.accuracy_against(runs, cost, "MACs ÷ ResNet-20 (counted)", args.out)
+    if args.latency_batch is not None:
+        b = args.latency_batch
+        latency = {r.name: 1.0 if r.is_backbone else r.bench[b]["latency_ratio_vs_static"]
+                   for r in runs if r.is_backbone or folded(r.bench.get(b))}
+        out = args.out.with_name(f"{args.out.stem}_latency_b{b}{args.out.suffix}")
+        figures.accuracy_against(runs, latency, f"latency ÷ ResNet-20 at batch {b} (paired, "
+                                 "this CPU)", out)
+        print(out)
