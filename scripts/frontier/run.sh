@@ -95,6 +95,9 @@ aig_t0.7 $A --target-rate 0.7
 drnet_r0.5 --model drnet_resnet20 --target-rate 0.5
 lcnet_r0.5 --model lcnet_resnet20 --target-rate 0.5
 dmnn_r0.7 $D --target-rate 0.7
+dmnn_pe_r0.5 $D --target-rate 0.5 --recipe paper $BEST
+dmnn_pe_r0.5_s1 $D --target-rate 0.5 --recipe paper $BEST --seed 1
+dmnn_pe_r0.7 $D --target-rate 0.7 --recipe paper $BEST
 PLAN
 }
 plan() {
