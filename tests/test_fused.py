@@ -101,8 +101,18 @@ def test_fused_is_what_eval_runs():
         assert len(fused._CACHES) - before == len(model.blocks), name
 
 
-def test_off_paths_are_never_read():
-    """NaN in every off sub-block: the output stays finite and equal to masked dense's."""
+@pytest.fixture
+def mixed_split(request):
+    """``fused.set_mixed_split(param)`` for one test, the default restored after it."""
+    fused.set_mixed_split(request.param)
+    yield request.param
+    fused.set_mixed_split("pattern")
+
+
+@pytest.mark.parametrize("mixed_split", ["pattern", "path"], indirect=True)
+def test_off_paths_are_never_read(mixed_split):
+    """NaN in every off sub-block: the output stays finite and equal to masked dense's, with a
+    mixed batch split by pattern or by path."""
     model, size = build("dmnn_resnet50")
     x = torch.randn(6, 3, size, size)
     pattern = [torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 0.0]] * 3) for _ in model.blocks]
@@ -218,16 +228,10 @@ def test_fused_equals_masked_dense_in_channels_last(name):
     assert rows.is_contiguous(memory_format=torch.channels_last) and torch.equal(rows, x[[0, 3, 5]])
 
 
-@pytest.fixture
-def split_by_path():
-    fused.set_mixed_split("path")
-    yield
-    fused.set_mixed_split("pattern")
-
-
 @pytest.mark.parametrize("name", ["dmnn_resnet20", "dmnn_resnet50", "dmnn_mobilenetv2"])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_split_by_path_equals_masked_dense(name, layout, split_by_path):
+@pytest.mark.parametrize("mixed_split", ["path"], indirect=True)
+def test_split_by_path_equals_masked_dense(name, layout, mixed_split):
     """Mixed patterns run one sub-block at a time on its on rows: still eqn 4 exactly, with
     all-on, all-off and single-path blocks in the same batch."""
     model, size = build(name)
@@ -244,29 +248,15 @@ def test_split_by_path_equals_masked_dense(name, layout, split_by_path):
     assert built and all(len(p) == 1 for p in built)  # only one-path stacks were ever built
 
 
-def test_split_by_path_never_reads_off_paths(split_by_path):
-    """NaN in sub-block 1 of every block, on for no row: the path split never touches it."""
-    model, size = build("dmnn_resnet20")
-    x = torch.randn(8, 3, size, size)
-    pattern = [torch.tensor([[1.0, 0.0]] * 5 + [[0.0, 0.0]] * 3) for _ in model.blocks]
-    reference = outputs(model, x, pattern)["dense"]
-    with torch.no_grad():
-        for block in model.blocks:
-            for p in block.paths[1].parameters():
-                p.fill_(float("nan"))
-    with torch.inference_mode(), force_gates(model, pattern):
-        out = model(x)
-    assert torch.isfinite(out).all() and (out - reference).abs().max().item() <= 1e-4
-
-
-def test_auto_split_takes_the_fewer_calls():
+@pytest.mark.parametrize("mixed_split", ["auto"], indirect=True)
+def test_auto_split_takes_the_fewer_calls(mixed_split):
     """Three patterns of two paths: by path (2 calls); two patterns of two paths: by pattern."""
-    fused.set_mixed_split("auto")
-    try:
-        assert fused._by_path([1, 3, 2, 4], 2)
-        assert not fused._by_path([0, 3, 0, 4], 2)
-        assert not fused._by_path([5, 3, 0, 0], 2)  # one pattern: one fused call either way
-    finally:
-        fused.set_mixed_split("pattern")
+    def by_path(counts):
+        return fused._by_path(counts, fused._path_counts(counts, 2))
+
+    assert fused._path_counts([1, 3, 2, 4], 2) == [7, 6]
+    assert by_path([1, 3, 2, 4])
+    assert not by_path([0, 3, 0, 4])
+    assert not by_path([5, 3, 0, 0])  # one pattern: one fused call either way
     with pytest.raises(ValueError, match="mixed split"):
         fused.set_mixed_split("rows")

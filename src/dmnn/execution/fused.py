@@ -341,19 +341,20 @@ def run_fused(
     bits = (gates > 0.5).to(torch.int64)
     codes = (bits * (1 << torch.arange(n, device=x.device))).sum(dim=1)
     counts = torch.bincount(codes, minlength=1 << n).tolist()  # the block's one host sync
-    if _by_path(counts, n):
-        return _run_by_path(cache, x, bits, counts, base)
-    stacks = {}
-    for code, count in enumerate(counts):
-        if count and code:
-            stack = cache.get(tuple(i for i in range(n) if code >> i & 1))
-            if stack is None:
-                return None
-            stacks[code] = stack
+    # (rows, count, pattern) per call: each pattern's rows, or each on path's rows
+    per_path = None if _mixed_split == "pattern" else _path_counts(counts, n)
+    if per_path is not None and _by_path(counts, per_path):
+        calls = [(bits[:, i].bool(), count, (i,)) for i, count in enumerate(per_path) if count]
+    else:
+        calls = [(codes == code, count, tuple(i for i in range(n) if code >> i & 1))
+                 for code, count in enumerate(counts) if count and code]
+    stacks = [cache.get(on) for _, _, on in calls]  # all first: None leaves ``base`` untouched
+    if any(stack is None for stack in stacks):
+        return None
     out, owned = base, False
-    for code, stack in stacks.items():
-        out = run_rows(codes == code, counts[code], batch,
-                       lambda rows, s=stack: s(gather(x, rows)), out, owned=owned)
+    for (on, count, _), stack in zip(calls, stacks, strict=True):
+        out = run_rows(on, count, batch, lambda rows, s=stack: s(gather(x, rows)), out,
+                       owned=owned)
         owned = True
     if out is None:
         raise RuntimeError("every sub-block is off and the block has no shortcut: no output")
@@ -375,34 +376,15 @@ def set_mixed_split(split: MixedSplit) -> None:
     _mixed_split = split
 
 
-def _by_path(counts: list[int], n: int) -> bool:
+def _path_counts(counts: list[int], n: int) -> list[int]:
+    """Rows on per sub-block, from the rows per pattern code (bit i: sub-block i on)."""
+    return [sum(counts[c] for c in range(1 << n) if c >> i & 1) for i in range(n)]
+
+
+def _by_path(counts: list[int], per_path: list[int]) -> bool:
     if _mixed_split != "auto":
         return _mixed_split == "path"
-    patterns = sum(1 for code in range(1, 1 << n) if counts[code])
-    paths = sum(1 for i in range(n) if any(counts[c] for c in range(1 << n) if c >> i & 1))
-    return paths < patterns
-
-
-def _run_by_path(
-    cache: FusedCache, x: Tensor, bits: Tensor, counts: list[int], base: Tensor | None
-) -> Tensor | None:
-    n, batch = cache.plan.num_sub_blocks, x.shape[0]
-    runs = []  # every stack first: a path that cannot be fused leaves ``base`` untouched
-    for i in range(n):
-        count = sum(counts[c] for c in range(1 << n) if c >> i & 1)
-        if count:
-            stack = cache.get((i,))
-            if stack is None:
-                return None
-            runs.append((i, count, stack))
-    out, owned = base, False
-    for i, count, stack in runs:
-        out = run_rows(bits[:, i].bool(), count, batch,
-                       lambda rows, s=stack: s(gather(x, rows)), out, owned=owned)
-        owned = True
-    if out is None:
-        raise RuntimeError("every sub-block is off and the block has no shortcut: no output")
-    return out
+    return sum(map(bool, per_path)) < sum(map(bool, counts[1:]))
 
 
 _FOLDED: weakref.WeakKeyDictionary[nn.Module, tuple[_Watch, list]] = weakref.WeakKeyDictionary()
