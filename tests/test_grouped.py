@@ -12,9 +12,17 @@ import torch.nn.functional as F
 from torch import nn
 
 import dmnn
+from dmnn.execution import bn_sum
 from dmnn.execution import dispatch as executor
+from dmnn.execution.bn_sum import bn_gated_sum
 from dmnn.execution.dispatch import EXECUTION_MODES, run_dense, run_paths
-from dmnn.execution.grouped import gated_sum, make_plan, plan_for, try_run_grouped
+from dmnn.execution.grouped import (
+    _batch_norm,
+    gated_sum,
+    make_plan,
+    plan_for,
+    try_run_grouped,
+)
 
 MODELS = {
     "dmnn_resnet20": {},
@@ -274,3 +282,83 @@ def test_gated_sum_by_hand():
     base = torch.full((2, 2, 1, 1), 10.0)
     out = gated_sum(h, gates, base)
     assert out.flatten().tolist() == [10.0, 11.0, 10 + 0.5 * 4 + 2 * 6, 10 + 0.5 * 5 + 2 * 7]
+
+
+def bn_column(n: int, c: int, dtype: torch.dtype = torch.float64) -> list[nn.BatchNorm2d]:
+    torch.manual_seed(3)
+    bns = [nn.BatchNorm2d(c).to(dtype) for _ in range(n)]
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+            bn.running_mean.uniform_(-0.1, 0.1)
+    return bns
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("with_base", [True, False])
+def test_bn_gated_sum_equals_batch_norm_then_gated_sum(layout, with_base):
+    """The fused closing BN: same output, gradients of z, gates, base, γ, β, same statistics."""
+    n, c = 3, 4
+    bns = bn_column(n, c)
+    twin = copy.deepcopy(bns)
+    torch.manual_seed(4)
+    z = (torch.randn(5, n * c, 6, 6, dtype=torch.float64) * 2 + 0.7).contiguous(
+        memory_format=layout).requires_grad_()
+    gates = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.3, 2.0, 0.0],
+                          [0.0, 1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    base = torch.randn(5, c, 6, 6, dtype=torch.float64).contiguous(memory_format=layout)
+    base = base.requires_grad_() if with_base else None
+    out = bn_gated_sum(bns, z, gates, base)
+    assert out is not None
+    ref = gated_sum(_batch_norm(twin, z), gates, base)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(ref)
+    inputs = [z, gates] + ([base] if with_base else [])
+    params = [p for bn in bns for p in (bn.weight, bn.bias)]
+    twin_params = [p for bn in twin for p in (bn.weight, bn.bias)]
+    got = torch.autograd.grad(out, inputs + params, grad)
+    want = torch.autograd.grad(ref, inputs + twin_params, grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    for bn, t in zip(bns, twin, strict=True):
+        torch.testing.assert_close(bn.running_mean, t.running_mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(bn.running_var, t.running_var, rtol=0, atol=1e-12)
+        assert bn.num_batches_tracked.item() == t.num_batches_tracked.item() == 1
+
+
+def test_bn_gated_sum_statistics_survive_a_large_mean():
+    """μ = 1000·σ in float32: E[z²] − E[z]² alone would lose the variance (~6 % off); the
+    centred second pass keeps it to float32 rounding."""
+    bns = bn_column(2, 3, torch.float32)
+    torch.manual_seed(5)
+    z = torch.randn(8, 6, 5, 5) + 1000.0
+    gates = torch.ones(8, 2)
+    bn_gated_sum(bns, z, gates, None)
+    exact = z.double().var(dim=(0, 2, 3), correction=1)
+    got = torch.cat([bn.running_var for bn in bns]).double()
+    expected = 0.9 * 1.0 + 0.1 * exact  # momentum 0.1 from the initial 1
+    assert (got - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+
+
+def test_bn_gated_sum_runs_only_where_it_applies(monkeypatch):
+    """Training-mode closing BNs of the grouped stack use it; eval, one value per channel and
+    low precision leave BN and the gated sum apart."""
+    calls = []
+    real = bn_sum._BNGatedSum.apply
+    monkeypatch.setattr(bn_sum._BNGatedSum, "apply", lambda *a: calls.append(1) or real(*a))
+    model = build("dmnn_resnet20", torch.float32)
+    model.train().set_execution("grouped")
+    model(torch.randn(4, 3, 32, 32))
+    assert len(calls) == len(model.gated_blocks)
+    calls.clear()
+    model.eval().set_execution("grouped")
+    model(torch.randn(4, 3, 32, 32))
+    assert calls == []
+    bns = bn_column(2, 3, torch.float32)
+    assert bn_gated_sum(bns, torch.randn(1, 6, 1, 1), torch.ones(1, 2), None) is None
+    assert bn_gated_sum(bns, torch.randn(2, 6, 2, 2).bfloat16(), torch.ones(2, 2), None) is None
+    for bn in bns:
+        bn.eval()
+    assert bn_gated_sum(bns, torch.randn(2, 6, 2, 2), torch.ones(2, 2), None) is None
+    assert all(bn.num_batches_tracked.item() == 0 for bn in bns)

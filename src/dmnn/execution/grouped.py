@@ -20,9 +20,12 @@ gated sum, with the gradients of dense execution (first order only: no double ba
 random numbers are drawn. Paths that are not recognised (other layer types or subclasses,
 unequal shapes, hooks on a module, BN with ``momentum=None``) get no plan and run dense.
 
+* a closing BatchNorm in training and the gated sum are one op (:mod:`.bn_sum`): the
+  normalised N·C_out channels are never written.
+
 What stays slower than the static backbone is inherent to eqn 4 with a BN ending every sub-block:
-each path's last conv writes a full C_out-channel map, so that conv's output, its BN and the
-gated sum handle N× the memory of the static block's last layer.
+each path's last conv writes a full C_out-channel map, so that conv's output and its BN
+statistics handle N× the memory of the static block's last layer.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module
 
 from ..network.layers import ChannelSlice
+from .bn_sum import bn_gated_sum
 
 ACTS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 
@@ -235,12 +239,17 @@ def run_grouped(plan: GroupedPlan, x: Tensor, gates: Tensor, base: Tensor | None
     """base + Σ_n s_n·F_n(x) with all N paths run as one stack of fused ops."""
     h = x if plan.input_slice is None else x[:, plan.input_slice[0] : plan.input_slice[1]]
     stacked = plan.input_slice is not None
-    for column in plan.layers:
+    last = len(plan.layers) - 1
+    for i, column in enumerate(plan.layers):
         first = column[0]
         if isinstance(first, nn.Conv2d):
             h = _conv(column, h, stacked)  # type: ignore[arg-type]
             stacked = True
         elif isinstance(first, nn.BatchNorm2d):
+            if i == last:  # a closing BN in training folds into the gated sum (bn_sum.py)
+                out = bn_gated_sum(column, h, gates, base)  # type: ignore[arg-type]
+                if out is not None:
+                    return out
             h = _batch_norm(column, h)  # type: ignore[arg-type]
         elif isinstance(first, nn.ReLU6):
             h = F.relu6(h, inplace=True)
