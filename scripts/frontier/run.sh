@@ -11,6 +11,7 @@
 # PART=screen|frontier|all (proxy: all; full: frontier, the screen's best recipe only).
 # ONLY=NAME[,NAME...] runs just those; a run with `after=DEP` waits for DEP (a warm start's source).
 set -euo pipefail
+{  # bash parses this whole block before running it: editing the file under a running grid is safe
 cd "$(dirname "$0")/../.."
 STAGE=${STAGE:-proxy}
 RUNS=${RUNS:-runs}
@@ -144,3 +145,5 @@ export -f one
 export GROUP DATA EXTRA ONLY JOBS STAGE REFS
 export OMP_NUM_THREADS=1
 plan | xargs -P "$JOBS" -I{} bash -c 'one {}'
+exit
+}
