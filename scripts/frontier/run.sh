@@ -10,13 +10,17 @@
 # (scripts/frontier/table.py), so results outlive the run folder: commit them.
 # PART=screen|frontier|all (proxy: all; full: frontier, the screen's best recipe only).
 # ONLY=NAME[,NAME...] runs just those; a run with `after=DEP` waits for DEP (a warm start's source).
+# DEVICE=cuda trains on a GPU (data on the device, JOBS=8 by default) into frontier-$STAGE-cuda
+# and results/frontier/$STAGE-cuda: GPU runs are kept apart from the CPU ones, never mixed in a
+# table. DMNN="python3 -m dmnn" where the entry point is not installed (scripts/frontier/device.sh).
 set -euo pipefail
 {  # bash parses this whole block before running it: editing the file under a running grid is safe
 cd "$(dirname "$0")/../.."
 STAGE=${STAGE:-proxy}
 RUNS=${RUNS:-runs}
 DATA=${DATA:-../shared/data/cifar-10-batches-py}
-JOBS=${JOBS:-2}
+DEVICE=${DEVICE:-cpu}
+DMNN=${DMNN:-dmnn}
 case "$STAGE" in
   proxy) EXTRA="--max-train-samples 12000 --epochs 8"; HALF=4; PART=${PART:-all}; REFS="" ;;
   full) EXTRA=""; HALF=10; PART=${PART:-frontier}
@@ -27,7 +31,13 @@ case "$STAGE" in
       results/compare/twin_resnet20.json" ;;
   *) echo "error: STAGE must be proxy or full, got $STAGE" >&2; exit 2 ;;
 esac
-GROUP=$RUNS/frontier-$STAGE
+case "$DEVICE" in
+  cpu) JOBS=${JOBS:-2}; SET=$STAGE; COMMON="--threads 1" ;;
+  cuda) JOBS=${JOBS:-8}; SET=$STAGE-cuda; COMMON="--device cuda"; REFS="" ;;
+  *) echo "error: DEVICE must be cpu or cuda, got $DEVICE" >&2; exit 2 ;;
+esac
+GROUP=$RUNS/frontier-$SET
+RESULTS=results/frontier/$SET
 D="--model dmnn_resnet20 --sub-blocks 2"
 A="--model aig_resnet20"
 # The recipe the screen picked for the frontier (results/frontier/README.md says why)
@@ -123,26 +133,27 @@ one() {  # NAME [after=DEP] ARGS...
   if ! flock -n 9; then echo "$name: running elsewhere"; return 0; fi
   # a restarted scheduler waits for the runs an earlier one left running
   while [ "$(pgrep -fc "dmnn train .*$GROUP/")" -ge "$JOBS" ]; do sleep 20 9>&-; done
-  local common=(--threads 1 --no-progress)
+  # shellcheck disable=SC2206
+  local common=($COMMON --no-progress)
   if [ -f "$out/last.json" ]; then
     echo "$name: resuming"
-    dmnn train --out "$out" --resume "${common[@]}" > "$GROUP/$name.log" 2>&1
+    $DMNN train --out "$out" --resume "${common[@]}" > "$GROUP/$name.log" 2>&1
   else
     rm -rf "$out"
     echo "$name: starting"
     # shellcheck disable=SC2086
-    dmnn train --preset cpu-fast --data-dir "$DATA" --out "$out" "${common[@]}" $EXTRA "$@" \
+    $DMNN train --preset cpu-fast --data-dir "$DATA" --out "$out" "${common[@]}" $EXTRA "$@" \
       > "$GROUP/$name.log" 2>&1
   fi
   echo "$name: $(tail -1 "$GROUP/$name.log")"
   if [ -f "$out/metrics.json" ]; then
     # shellcheck disable=SC2086
-    flock "$GROUP/.table.lock" python scripts/frontier/table.py "results/frontier/$STAGE" \
+    flock "$GROUP/.table.lock" "${PYTHON:-python}" scripts/frontier/table.py "$RESULTS" \
       "$out" ${REFS:-} > /dev/null
   fi
 }
 export -f one
-export GROUP DATA EXTRA ONLY JOBS STAGE REFS
+export GROUP DATA EXTRA ONLY JOBS STAGE REFS COMMON DMNN RESULTS
 export OMP_NUM_THREADS=1
 plan | xargs -P "$JOBS" -I{} bash -c 'one {}'
 exit
