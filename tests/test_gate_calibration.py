@@ -132,6 +132,23 @@ def test_dmnn_calibration_lands_on_the_target_and_is_folded_into_the_weights(tar
     assert again == pytest.approx(result.after) and n == 48  # the shift stays in the model
 
 
+def test_a_ratio_within_the_slack_keeps_the_trained_thresholds():
+    model = settled("dmnn_resnet20")
+    data = batches()
+    before, _ = measure(model, data, 16, "macs_ratio", torch.device("cpu"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    near = before - 0.008  # off by more than tol, less than the slack
+    kept = calibrate_gates(model, data, near, input_size=16, slack=0.01, progress=False)
+    assert kept.offset == 0.0 and kept.steps == 1 and kept.reached and kept.slack == 0.01
+    assert kept.after == pytest.approx(before)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    moved = calibrate_gates(model, data, near, input_size=16, slack=0.0, tol=0.002,
+                            progress=False)  # the same gap with no slack is searched
+    assert moved.offset < 0 and moved.steps > 1
+    with pytest.raises(ValueError, match="calibration slack"):
+        calibrate_gates(model, data, 0.5, input_size=16, slack=-0.1, progress=False)
+
+
 def test_aig_calibration_targets_the_execution_rate():
     model = settled("aig_resnet20")
     result = calibrate_gates(model, batches(), 0.5, input_size=16, metric="exec_rate",
@@ -241,6 +258,14 @@ def test_training_ends_calibrated_and_keeps_the_trained_weights(tmp_path: Path):
     # finishing again (--resume on a finished run) starts from last.*: the same calibration
     again = Trainer(resolve_config(None, None, TINY), out, progress=False).run(resume=True)
     assert again["calibration"]["offset"] == cal["offset"] and again["top1"] == final["top1"]
+
+
+def test_the_engine_passes_the_configured_slack(tmp_path: Path):
+    final = train(resolve_config(None, None, {**TINY, "calibration_slack": 1.0}),
+                  tmp_path / "run", progress=False)
+    cal = final["calibration"]
+    assert cal["slack"] == 1.0 and cal["offset"] == 0.0 and cal["steps"] == 1
+    assert final["macs_ratio"] == cal["uncalibrated"]["macs_ratio"]
 
 
 def test_no_calibrate_leaves_the_gates_alone(tmp_path: Path):

@@ -74,6 +74,10 @@ class TrainConfig:
         "(every dynamic method; default on)."))
     calibration_samples: int = option(5000, min=1, resume=True, help=(
         "Training images (unaugmented) gate calibration measures on."))
+    calibration_slack: float = option(0.01, min=0.0, max=1.0, resume=True, help=(
+        "Gate calibration leaves the thresholds as trained when the eval-mode ratio is already "
+        "within this of r (a settled gate moves only by flipping many images at once); "
+        "0: always calibrate to within 0.002."))
     distill: float = option(0.0, min=0.0, help=(
         "In-place distillation weight: every step also trains the all-on network on the labels, "
         "and its logits teach the gated one (KL); 0: off. Gated models."))

@@ -492,7 +492,7 @@ class Trainer:
                 with self.lockstep():
                     result = calibrate_gates(
                         self.model, subset, cfg.target_rate, input_size=self.input_size,
-                        metric=metric, device=self.device,
+                        metric=metric, device=self.device, slack=cfg.calibration_slack,
                         progress=self.progress if self.main else False,
                     )
             except KeyboardInterrupt:
