@@ -98,8 +98,10 @@ def main(dest: str, *sources: str) -> None:
                 points.setdefault(seed_group(r["name"]), []).append(r)
         static[budget] = pareto([(statistics.mean(p["macs"] for p in g),
                                   statistics.mean(p["top1"] for p in g)) for g in points.values()])
+    files = [s for s in sources if Path(s).is_file()]
     lines = [
-        f"Runs in {', '.join(f'`{s}`' for s in (*sources, f'{dest}/*.json'))} "
+        # run folders are copied into DEST: name only the result files read from elsewhere
+        f"Runs in {', '.join(f'`{s}`' for s in (*files, f'{dest}/*.json'))} "
         "(`scripts/frontier/table.py`). MACs: "
         "mean per image ÷ the full "
         "static ResNet-20's; frontier: the ungated runs of the same epoch budget (a warm start "
