@@ -3,6 +3,7 @@ is deterministic, and what cannot be drawn is skipped with a reason."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -219,3 +220,25 @@ def test_frontier_gates_keep_the_rows_of_runs_whose_folders_are_gone(run, tmp_pa
     again = gates(run)
     assert [r.split("|")[1].strip() for r in again[1:]] == ["a_gone_run", "dmnn_run"]
     assert again[2] == first[1]  # the same checkpoint, the same row
+
+
+def test_frontier_table_shows_older_runs_as_todays_calibration_slack_leaves_them():
+    # a run calibrated before --calibration-slack: within the default slack of r, today's
+    # default keeps the trained thresholds, whose test figures the run recorded (hand-made)
+    spec = importlib.util.spec_from_file_location(
+        "frontier_table", Path(__file__).parents[1] / "scripts" / "frontier" / "table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    assert table.DEFAULT_SLACK == 0.01
+    uncal = {"top1": 0.8757, "macs_mean": 20.5e6, "macs_std": 0.0}
+    metrics = {"top1": 0.8471, "macs_mean": 20.3e6, "macs_std": 1e5, "calibration": {
+        "before": 0.5057, "target": 0.5, "offset": -8.0, "uncalibrated": uncal}}
+    shown, kept = table.as_today(metrics, {})
+    assert kept and shown["top1"] == 0.8757 and shown["macs_mean"] == 20.5e6
+    assert shown["calibrated_top1"] == 0.8471
+    far = {**metrics, "calibration": {**metrics["calibration"], "before": 0.5101}}
+    assert table.as_today(far, {}) == (far, False)  # outside the slack: calibrated as recorded
+    assert table.as_today(metrics, {"calibration_slack": 0.0}) == (metrics, False)  # today's run
+    unmoved = {**metrics, "calibration": {**metrics["calibration"], "offset": 0.0}}
+    assert table.as_today(unmoved, {}) == (unmoved, False)
+    assert table.as_today({"top1": 0.9, "macs_mean": 1.0}, {})[1] is False  # static run

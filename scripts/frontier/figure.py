@@ -3,7 +3,8 @@ runs joined as the frontier (#16: `results/frontier/figures/frontier_full.png`);
 ``--latency-batch B`` also top-1 against latency ÷ the static backbone at batch B
 (``OUT_latency_bB.png``): each run's paired ratio from its ``NAME.bench_bB.json``
 (``dmnn bench --checkpoint``), the backbone itself at 1; runs without a bench, or with one from
-before the fused executor (timed against an unfolded static network), are left out.
+before the fused executor (timed against an unfolded static network), are left out. Each run is
+shown as today's default gate calibration leaves it, as in the table (``table.as_today``).
 
     python scripts/frontier/figure.py OUT.png RUN... [--latency-batch 32]
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from table import as_today  # this folder's table script: the figure shows what the table shows
 
 from dmnn.evaluation import figures
 from dmnn.evaluation.runs import read_run
@@ -29,6 +32,8 @@ if __name__ == "__main__":
     p.add_argument("--latency-batch", type=int, default=None)
     args = p.parse_args()
     runs = [read_run(r) for r in args.runs]
+    for r in runs:
+        r.metrics = as_today(r.metrics, r.config)[0]
     cost = {r.name: r.metrics["macs_mean"] / r.static_macs() for r in runs}
     figures.accuracy_against(runs, cost, "MACs ÷ ResNet-20 (counted)", args.out)
     if args.latency_batch is not None:

@@ -86,7 +86,7 @@ PLAN
 }
 # The peers train with the guards only: the entropy term at DMNN's weight overrides AIG's target
 # (aig_t0.5_ent2 ran every block for every image); aig_t0.5_ent0.2 screens a smaller weight.
-frontier() {  # static at 4 MACs levels, DMNN with the best recipe, peers; 2 seeds at 0.5 (0.7)
+frontier() {  # static at 4 MACs levels, DMNN with the best recipes (entropy, pe = paper + entropy), peers; 2 seeds at 0.5 and 0.7
   cat <<PLAN
 resnet20 --model resnet20
 resnet20_s1 --model resnet20 --seed 1
@@ -109,6 +109,9 @@ dmnn_r0.7 $D --target-rate 0.7
 dmnn_pe_r0.5 $D --target-rate 0.5 --recipe paper $BEST
 dmnn_pe_r0.5_s1 $D --target-rate 0.5 --recipe paper $BEST --seed 1
 dmnn_pe_r0.7 $D --target-rate 0.7 --recipe paper $BEST
+dmnn_pe_r0.7_s1 $D --target-rate 0.7 --recipe paper $BEST --seed 1
+dmnn_pe_r0.3 $D --target-rate 0.3 --recipe paper $BEST
+dmnn_pe_r0.9 $D --target-rate 0.9 --recipe paper $BEST
 PLAN
 }
 plan() {
