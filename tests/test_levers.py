@@ -128,6 +128,8 @@ def test_recipes_sit_between_preset_and_flags():
     assert flagged.distill == RECIPES["distill"]["distill"] and flagged.loss.dual_step == 0.3
     entropy = resolve_config("cpu-fast", None, {"recipe": "entropy", "model": "aig_resnet20"})
     assert (entropy.gate_entropy, entropy.loss.path_balance) == (2.0, 0.25)
+    decided = resolve_config("cpu-fast", None, {"recipe": "paper-entropy"})
+    assert (decided.gate_entropy, decided.loss.path_balance, decided.loss.dual_step) == (2.0, 0, 0)
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
         resolve_config("cpu-fast", None, {"recipe": "nope"})
 

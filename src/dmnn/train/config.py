@@ -35,6 +35,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "distill": {"path_balance": 0.25, "dual_step": 0.1, "distill": 1.0},
     # the guards plus the gate-entropy term: the frontier screen's best (results/frontier)
     "entropy": {"path_balance": 0.25, "dual_step": 0.1, "gate_entropy": 2.0},
+    # eqn 16 plus the gate-entropy term, no guards: the best on the proxy and on the full
+    # cpu-fast schedule at r = 0.5 (results/frontier), where its routing is all but static
+    "paper-entropy": {"path_balance": 0.0, "dual_step": 0.0, "distill": 0.0, "gate_entropy": 2.0},
 }
 """Named recipes for the gated methods: ``--recipe NAME`` sets these over the preset (a config
 file and flags still override them)."""
