@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from dmnn.cli import app
 from dmnn.evaluation import figures
-from dmnn.evaluation.runs import read_run
+from dmnn.evaluation.runs import RunRecord, read_run
 
 runner = CliRunner()
 TINY = ["--epochs", "2", "--max-train-samples", "128", "--max-test-samples", "64",
@@ -242,3 +242,21 @@ def test_frontier_table_shows_older_runs_as_todays_calibration_slack_leaves_them
     unmoved = {**metrics, "calibration": {**metrics["calibration"], "offset": 0.0}}
     assert table.as_today(unmoved, {}) == (unmoved, False)
     assert table.as_today({"top1": 0.9, "macs_mean": 1.0}, {})[1] is False  # static run
+
+
+def test_frontier_latency_figure_puts_only_the_full_width_backbone_at_one(monkeypatch):
+    # scripts/frontier/figure.py: a width-scaled ResNet-20 is another network; placing it at the
+    # reference's latency (1.0) without a bench of its own would invent a measurement
+    folder = Path(__file__).parents[1] / "scripts" / "frontier"
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location("frontier_figure", folder / "figure.py")
+    figure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figure)
+
+    def record(config):
+        return RunRecord(
+            "r", Path("r.json"), {"model": "resnet20", "top1": 0.9, "macs_mean": 1.0}, True,
+            config=config)
+
+    assert figure.reference(record({})) and figure.reference(record({"width_mult": 1.0}))
+    assert not figure.reference(record({"width_mult": 0.5}))

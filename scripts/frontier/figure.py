@@ -20,6 +20,12 @@ from dmnn.evaluation import figures
 from dmnn.evaluation.runs import read_run
 
 
+def reference(run) -> bool:
+    """The full-width backbone itself: the latency every bench ratio is against (a width-scaled
+    backbone is another network, placed only by its own bench)."""
+    return run.is_backbone and float(run.config.get("width_mult") or 1.0) == 1.0
+
+
 def folded(bench: dict | None) -> bool:
     """A bench of today's eval (fused, against the BN-folded static network)."""
     return bench is not None and "static_unfolded" in bench.get("latency_ms", {})
@@ -38,8 +44,8 @@ if __name__ == "__main__":
     figures.accuracy_against(runs, cost, "MACs ÷ ResNet-20 (counted)", args.out)
     if args.latency_batch is not None:
         b = args.latency_batch
-        latency = {r.name: 1.0 if r.is_backbone else r.bench[b]["latency_ratio_vs_static"]
-                   for r in runs if r.is_backbone or folded(r.bench.get(b))}
+        latency = {r.name: 1.0 if reference(r) else r.bench[b]["latency_ratio_vs_static"]
+                   for r in runs if reference(r) or folded(r.bench.get(b))}
         out = args.out.with_name(f"{args.out.stem}_latency_b{b}{args.out.suffix}")
         figures.accuracy_against(runs, latency, f"latency ÷ ResNet-20 at batch {b} (paired, "
                                  "this CPU)", out)
