@@ -70,6 +70,9 @@ dmnn_r0.5_ent1 $D --target-rate 0.5 --gate-entropy 1
 dmnn_r0.5_paper_ent2 $D --target-rate 0.5 --recipe paper --gate-entropy 2
 dmnn_r0.7_pe_dual $D --target-rate 0.7 --recipe paper-entropy --dual-step 0.1
 dmnn_r0.5_pe_dual $D --target-rate 0.5 --recipe paper-entropy --dual-step 0.1
+dmnn_r0.7_pe_dual_s1 $D --target-rate 0.7 --recipe paper-entropy --dual-step 0.1 --seed 1
+dmnn_r0.3_pe_dual $D --target-rate 0.3 --recipe paper-entropy --dual-step 0.1
+dmnn_r0.9_pe_dual $D --target-rate 0.9 --recipe paper-entropy --dual-step 0.1
 resnet20_e2x --model resnet20 --epochs $((2 * 2 * HALF))
 dmnn_best_r0.5_e2x $D --target-rate 0.5 $BEST --epochs $((2 * 2 * HALF))
 aig_t0.5_ent0.2 $A --target-rate 0.5 --gate-entropy 0.2
