@@ -1,12 +1,12 @@
 """Top-1 against MACs (÷ the full static ResNet-20's) for metrics JSONs or run folders, static
 runs joined as the frontier (#16: `results/frontier/figures/frontier_full.png`); with
-``--latency-batch B`` also top-1 against latency ÷ the static backbone at batch B
+``--latency-batch B [B ...]`` also top-1 against latency ÷ the static backbone at each batch B
 (``OUT_latency_bB.png``): each run's paired ratio from its ``NAME.bench_bB.json``
 (``dmnn bench --checkpoint``), the backbone itself at 1; runs without a bench, or with one from
 before the fused executor (timed against an unfolded static network), are left out. Each run is
 shown as today's default gate calibration leaves it, as in the table (``table.as_today``).
 
-    python scripts/frontier/figure.py OUT.png RUN... [--latency-batch 32]
+    python scripts/frontier/figure.py OUT.png RUN... [--latency-batch 32 1]
 """
 
 from __future__ import annotations
@@ -35,15 +35,14 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
     p.add_argument("runs", nargs="+")
-    p.add_argument("--latency-batch", type=int, default=None)
+    p.add_argument("--latency-batch", type=int, nargs="+", default=[])
     args = p.parse_args()
     runs = [read_run(r) for r in args.runs]
     for r in runs:
         r.metrics = as_today(r.metrics, r.config)[0]
     cost = {r.name: r.metrics["macs_mean"] / r.static_macs() for r in runs}
     figures.accuracy_against(runs, cost, "MACs ÷ ResNet-20 (counted)", args.out)
-    if args.latency_batch is not None:
-        b = args.latency_batch
+    for b in args.latency_batch:
         latency = {r.name: 1.0 if reference(r) else r.bench[b]["latency_ratio_vs_static"]
                    for r in runs if reference(r) or folded(r.bench.get(b))}
         out = args.out.with_name(f"{args.out.stem}_latency_b{b}{args.out.suffix}")

@@ -43,7 +43,7 @@ def as_today(metrics: dict, config: dict) -> tuple[dict, bool]:
     cal = metrics.get("calibration") or {}
     kept = cal.get("uncalibrated")
     if ("calibration_slack" in config or not kept or not cal.get("offset")
-            or abs(cal["before"] - cal["target"]) > max(DEFAULT_SLACK, 0.002)):
+            or abs(cal["before"] - cal["target"]) > DEFAULT_SLACK):
         return metrics, False
     return {**metrics, **{k: kept[k] for k in ("top1", "macs_mean", "macs_std") if k in kept},
             "calibrated_top1": metrics["top1"]}, True
