@@ -260,3 +260,19 @@ def test_auto_split_takes_the_fewer_calls(mixed_split):
     assert not by_path([5, 3, 0, 0])  # one pattern: one fused call either way
     with pytest.raises(ValueError, match="mixed split"):
         fused.set_mixed_split("rows")
+
+
+def test_eval_with_autograd_gives_the_parameters_their_gradients():
+    # folded weights are detached: with autograd on, the eval executors run unfolded, so a model
+    # differentiated in eval mode (saliency, adversarial inputs) gets dense mode's gradients
+    model, size = build("dmnn_resnet20")
+    x = torch.randn(4, 3, size, size)
+    grads = {}
+    for mode in ("auto", "dense"):
+        model.zero_grad()
+        model.set_execution(mode)
+        with force_gates(model, "on"):
+            model(x).square().sum().backward()
+        grads[mode] = model.stem[0].weight.grad.clone()
+    model.set_execution("auto")
+    torch.testing.assert_close(grads["auto"], grads["dense"], rtol=1e-4, atol=1e-5)

@@ -172,7 +172,7 @@ def test_auto_uses_grouped_in_training_and_fused_at_eval(monkeypatch):
 
     monkeypatch.setattr(executor, "try_run_grouped", grouped)
     def recorded(name, fn):
-        return lambda *a: calls.append(name) or fn(*a)
+        return lambda *a, **k: calls.append(name) or fn(*a, **k)
 
     monkeypatch.setattr(executor, "run_dense", recorded("dense", real_dense))
     monkeypatch.setattr(executor, "run_sparse", recorded("sparse", real_sparse))

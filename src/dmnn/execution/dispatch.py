@@ -50,19 +50,20 @@ def run_dense(
 
 def run_paths(
     paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None, mode: str,
-    training: bool, dense_above: Sequence[float] | None = None,
+    training: bool, dense_above: Sequence[float] | None = None, *, owned: bool = False,
 ) -> Tensor:
-    """Dispatch (``auto``: grouped, else dense, in training; fused, else sparse, at eval)."""
+    """Dispatch (``auto``: grouped, else dense, in training; fused, else sparse, at eval).
+    ``owned``: ``base`` is given away and may be written in place (the eval executors)."""
     fused = mode == "fused" or (mode == "auto" and not training)
     if fused and dense_above is None:  # autotuned thresholds belong to the sparse executor
-        out = run_fused(paths, x, gates, base)
+        out = run_fused(paths, x, gates, base, owned=owned)
         if out is not None:
             return out
     if gates is None:
         return run_dense(paths, x, None, base)
     sparse = mode in ("sparse", "fused") or (mode == "auto" and not training)
     if sparse:
-        return run_sparse(paths, x, gates, base, dense_above)
+        return run_sparse(paths, x, gates, base, dense_above, owned=owned)
     if mode == "grouped" or mode == "auto":
         out = try_run_grouped(paths, x, gates, base)
         if out is not None:

@@ -54,7 +54,7 @@ from .grouped import (
     same_bn,
     same_conv,
 )
-from .sparse import gather, run_rows
+from .sparse import add_into, gather, run_rows, shares_memory
 
 MAX_PATTERNS = 16
 """Fused stacks kept per block (N = 4 has 15 non-empty patterns)."""
@@ -319,10 +319,21 @@ def _has_hooks(path: nn.Module) -> bool:
 
 
 def run_fused(
-    paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None
+    paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None,
+    *, owned: bool = False,
 ) -> Tensor | None:
     """base + Σ_n s_n·F_n(x) with folded, fused stacks per gate pattern; None if the paths
-    cannot be fused (the caller runs them sparse)."""
+    cannot be fused (the caller runs them sparse).
+
+    ``owned``: the caller gives ``base`` away (even when it is ``x`` itself), so the sum is
+    written into it instead of a clone. Safe with the pattern split: patterns partition the
+    rows, and each pattern's rows are gathered before its sum is written back. The path split
+    (overlapping rows) writes in place only into a base that does not share ``x``'s memory.
+
+    With autograd on (an eval-mode model differentiated, e.g. for saliency) it returns None:
+    folded weights are detached, so the parameters would get no gradient; sparse runs instead."""
+    if torch.is_grad_enabled():
+        return None
     cache = _cache_for(paths)
     if cache is None:
         return None
@@ -337,7 +348,7 @@ def run_fused(
         if stack is None:
             return None
         y = stack(x)
-        return y if base is None else base + y
+        return y if base is None else add_into(base, y, owned)
     bits = (gates > 0.5).to(torch.int64)
     codes = (bits * (1 << torch.arange(n, device=x.device))).sum(dim=1)
     counts = torch.bincount(codes, minlength=1 << n).tolist()  # the block's one host sync
@@ -345,13 +356,14 @@ def run_fused(
     per_path = None if _mixed_split == "pattern" else _path_counts(counts, n)
     if per_path is not None and _by_path(counts, per_path):
         calls = [(bits[:, i].bool(), count, (i,)) for i, count in enumerate(per_path) if count]
+        owned = owned and not shares_memory(base, x)
     else:
         calls = [(codes == code, count, tuple(i for i in range(n) if code >> i & 1))
                  for code, count in enumerate(counts) if count and code]
     stacks = [cache.get(on) for _, _, on in calls]  # all first: None leaves ``base`` untouched
     if any(stack is None for stack in stacks):
         return None
-    out, owned = base, False
+    out = base
     for (on, count, _), stack in zip(calls, stacks, strict=True):
         out = run_rows(on, count, batch, lambda rows, s=stack: s(gather(x, rows)), out,
                        owned=owned)
@@ -403,8 +415,9 @@ def folded_ops(module: nn.Sequential) -> list:
 
 def run_folded(module: nn.Module, x: Tensor) -> Tensor:
     """``module(x)`` with every conv → BN pair of a ``Sequential`` folded (eval mode only; any
-    other module runs as itself). For stems and projection shortcuts."""
-    if type(module) is not nn.Sequential or module.training:
+    other module runs as itself). For stems and projection shortcuts. With autograd on the
+    layers run unfolded (folded weights are detached: no parameter gradient through them)."""
+    if type(module) is not nn.Sequential or module.training or torch.is_grad_enabled():
         return module(x)
     for op in folded_ops(module):
         x = op(x)

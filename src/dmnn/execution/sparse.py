@@ -47,6 +47,20 @@ def _scatter(out: Tensor, rows: Tensor, y: Tensor, replace: bool) -> Tensor:
     return out.index_copy_(0, rows, y) if replace else out.index_add_(0, rows, y)
 
 
+def shares_memory(a: Tensor | None, b: Tensor) -> bool:
+    """Whether ``a`` may alias ``b`` (same storage): a shortcut that returns its input or a view
+    of it. Writing such a base in place would change rows that later paths still read."""
+    return a is not None and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def add_into(out: Tensor, y: Tensor, owned: bool) -> Tensor:
+    """``out + y``, in place when ``out`` is ``owned`` and keeps the sum's dtype (autocast: a
+    bf16 path into an fp32 sum) — no new batch-sized tensor, no page faults for it."""
+    if owned and torch.promote_types(out.dtype, y.dtype) == out.dtype:
+        return out.add_(y)
+    return out + y
+
+
 def run_rows(
     on: Tensor | None, count: int, batch: int, run: Callable[[Tensor | None], Tensor],
     out: Tensor | None, *, replace: bool = False, owned: bool = False,
@@ -63,7 +77,7 @@ def run_rows(
         return out
     if count == batch:
         y = run(None)
-        return y if out is None or replace else out + y
+        return y if out is None or replace else add_into(out, y, owned)
     assert on is not None, "a partial row count needs the row mask"
     rows = on_rows(on, count)
     y = run(rows)
@@ -86,9 +100,12 @@ def on_rows(on: Tensor, count: int) -> Tensor:
 
 def run_sparse(
     paths: Sequence[nn.Module], x: Tensor, gates: Tensor, base: Tensor | None,
-    dense_above: Sequence[float] | None = None,
+    dense_above: Sequence[float] | None = None, *, owned: bool = False,
 ) -> Tensor:
     """base + Σ_n F_n(x[rows where s_n = 1]) scattered back; off rows and sub-blocks never run.
+
+    ``owned``: the caller gives ``base`` away, so it may be written in place (unless it shares
+    ``x``'s memory: the paths' row sets overlap, so a later path would read a written row).
 
     ``dense_above[n]``: the fraction of rows from which sub-block n runs on the whole batch and
     is masked instead of gathered (set by :func:`dmnn.execution.autotune.autotune_sparse` where
@@ -102,14 +119,14 @@ def run_sparse(
         on = gates > 0.5
         counts = on.sum(dim=0).tolist()
     out = base
-    owned = False  # whether ``out`` may be written in place (never the caller's tensor)
+    owned = owned and not shares_memory(base, x)  # whether ``out`` may be written in place
     for n, path in enumerate(paths):
         count = counts[n]
         if count == 0:
             continue
         if on is not None and dense_above is not None and batch > count >= dense_above[n] * batch:
             y = path(x) * on[:, n].to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
-            out = y if out is None else out + y
+            out = y if out is None else add_into(out, y, owned)
         else:
             out = run_rows(None if on is None else on[:, n], count, batch,
                            lambda rows, p=path: p(gather(x, rows)), out, owned=owned)

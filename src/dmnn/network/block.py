@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import torch
 from torch import Tensor, nn
 
 from ..execution.dispatch import run_paths
 from ..execution.fused import drop_fused, run_folded
+from ..execution.grouped import global_hooks
+from ..execution.sparse import shares_memory
 from .gate import Gate, GateDecision, GateFactory, GateOverride
 
 
@@ -50,6 +53,7 @@ class GatedBlock(nn.Module):
         self.dense_above: list[float] | None = None  # per sub-block, see execution.sparse
         self.gate_override: GateOverride | None = None
         self.index = 0  # position in the network, set by the network
+        self._owned_base: Tensor | None = None  # the base this forward may write in place
 
     @property
     def num_sub_blocks(self) -> int:
@@ -63,9 +67,18 @@ class GatedBlock(nn.Module):
         return self.execution == "sparse" or (self.execution == "auto" and hard)
 
     def run_paths(self, x: Tensor, gates: Tensor | None, base: Tensor | None) -> Tensor:
-        """base + Σ_n s_n·F_n(x) by the block's execution mode (no activation)."""
+        """base + Σ_n s_n·F_n(x) by the block's execution mode (no activation). The sum is
+        written into ``base`` when this forward owns it (see :meth:`forward`)."""
+        owned = base is not None and base is self._owned_base
         return run_paths(self.paths, x, gates, base, self.execution, self.training,
-                         self.dense_above)
+                         self.dense_above, owned=owned)
+
+    def _hooked(self) -> bool:
+        """Whether a hook anywhere in the block (or a global one) could hold its input or the
+        shortcut's output: then neither is written in place."""
+        return global_hooks() or any(
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+            or m._backward_pre_hooks for m in self.modules())
 
     def decide(self, x: Tensor, state: Tensor | None) -> GateDecision | None:
         """Run the gate (even when overridden, so its cost and state stay real)."""
@@ -86,14 +99,27 @@ class GatedBlock(nn.Module):
         drop_fused(self)  # folded weights are rebuilt from the trained ones at the next eval
         return super().train(mode)
 
-    def forward(self, x: Tensor, state: Tensor | None = None) -> tuple[Tensor, GateDecision | None]:
+    def forward(
+        self, x: Tensor, state: Tensor | None = None, *, donate: bool = False
+    ) -> tuple[Tensor, GateDecision | None]:
+        """``donate``: the caller no longer needs ``x`` (the network passes each block's output
+        on), so without autograd an identity shortcut's sum is written into ``x`` instead of a
+        clone of it; a projection shortcut's fresh output is written into in any case. Why: at
+        eval a batch-sized copy and its page faults per block cost more than the scatter-add
+        itself (DMNN-50, batch 32, 224 px: 0.665 → 0.599 × static ResNet-50)."""
         decision = self.decide(x, state)
         base = None
         if self.shortcut is not None:
             base = run_folded(self.shortcut, x) if self.folds() else self.shortcut(x)
-        if decision is None:
-            return self.post_act(self.run_paths(x, None, base)), None
-        return self.gate.execute(self, x, base, decision), decision
+        if base is not None and (donate or not shares_memory(base, x)) \
+                and not torch.is_grad_enabled() and not self._hooked():
+            self._owned_base = base
+        try:
+            if decision is None:
+                return self.post_act(self.run_paths(x, None, base)), None
+            return self.gate.execute(self, x, base, decision), decision
+        finally:
+            self._owned_base = None
 
 
 PathFactory = Callable[[int, int, int, int], nn.Module]

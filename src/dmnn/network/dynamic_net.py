@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..checks import check_int, check_number
 from ..execution.dispatch import check_mode
 from ..execution.fused import drop_fused, run_folded
+from ..execution.sparse import shares_memory
 from .block import GatedBlock
 from .gate import training_only_parameters
 from .macs import MacsTable, build_macs_table
@@ -96,11 +97,13 @@ class DynamicNet(nn.Module):
     def forward(self, x: Tensor, return_routing: bool = False) -> Tensor | tuple[Tensor, Routing]:
         self.check_input(x)
         size = (x.shape[2], x.shape[3])
+        image = x
         x = run_folded(self.stem, x) if self.folds() else self.stem(x)
         state: Tensor | None = None
         decisions = []
         for block in self.blocks:
-            x, decision = block(x, state)
+            # a block's input is ours to overwrite unless it is the caller's tensor
+            x, decision = block(x, state, donate=not shares_memory(x, image))
             if decision is not None and decision.state is not None:
                 state = decision.state
             decisions.append(decision)
