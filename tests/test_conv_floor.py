@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
 from dmnn import create_model
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "conv_floor.py"
 
-
-def conv_floor():
-    spec = importlib.util.spec_from_file_location("conv_floor", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_branch_macs_weighs_each_sub_block_by_its_gate():
+def test_branch_macs_weighs_each_sub_block_by_its_gate(load_script):
     # block 0: sub-blocks of 10 and 20 MACs, rows (1, 0) and (1, 1) -> 10 and 30, mean 20;
     # block 1 is static (None): its 30 MACs always count -> 50
     table = SimpleNamespace(paths=((10, 20), (30,)))
     gates = [torch.tensor([[1.0, 0.0], [1.0, 1.0]]), None]
-    assert conv_floor().branch_macs(table, gates) == 50.0
+    assert load_script("bench/conv_floor.py").branch_macs(table, gates) == 50.0
 
 
-def test_floors_time_each_pattern_and_each_path_on_its_own_rows(monkeypatch):
-    script = conv_floor()
+def test_floors_time_each_pattern_and_each_path_on_its_own_rows(monkeypatch, load_script):
+    script = load_script("bench/conv_floor.py")
     model = create_model("dmnn_resnet20").eval()
     x = torch.randn(4, 3, 8, 8)
     calls: list[tuple[int, tuple[int, ...], int]] = []
@@ -53,8 +42,8 @@ def test_floors_time_each_pattern_and_each_path_on_its_own_rows(monkeypatch):
     assert [t.shape[0] for t in inputs] == [4] * len(model.blocks)
 
 
-def test_floors_of_a_static_network_time_one_stack_a_block(monkeypatch):
-    script = conv_floor()
+def test_floors_of_a_static_network_time_one_stack_a_block(monkeypatch, load_script):
+    script = load_script("bench/conv_floor.py")
     static = create_model("resnet20").eval()
     monkeypatch.setattr(script, "stack_ms", lambda block, on, rows, repeats: float(rows.shape[0]))
     with torch.inference_mode():

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "op_profile.py"
 
 
-def op_profile():
-    spec = importlib.util.spec_from_file_location("op_profile", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_ops_are_sorted_into_kinds():
-    script = op_profile()
+def test_ops_are_sorted_into_kinds(load_script):
+    script = load_script("bench/op_profile.py")
     assert script.kind_of("aten::index_select") == "row gather"
     assert script.kind_of("aten::index_add_") == "row scatter-add"
     assert script.kind_of("aten::mkldnn_convolution") == "conv"
     assert script.kind_of("aten::nonzero") == "other"
 
 
-def test_only_the_gated_network_gathers_and_scatters_rows(monkeypatch, capsys):
-    script = op_profile()
+def test_only_the_gated_network_gathers_and_scatters_rows(monkeypatch, capsys, load_script):
+    script = load_script("bench/op_profile.py")
     monkeypatch.setattr(sys, "argv", ["op_profile.py", "dmnn_resnet20", "--batch", "8",
                                       "--forwards", "1", "--json"])
     script.main()

@@ -3,7 +3,6 @@ is deterministic, and what cannot be drawn is skipped with a reason."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -225,18 +224,10 @@ def test_frontier_gates_keep_the_rows_of_runs_whose_folders_are_gone(run, tmp_pa
 FRONTIER = Path(__file__).parents[1] / "scripts" / "frontier"
 
 
-def frontier_script(name: str):
-    """A scripts/frontier module, imported as its folder's scripts import one another."""
-    spec = importlib.util.spec_from_file_location(f"frontier_{name}", FRONTIER / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_frontier_table_shows_older_runs_as_todays_calibration_slack_leaves_them():
+def test_frontier_table_shows_older_runs_as_todays_calibration_slack_leaves_them(load_script):
     # a run calibrated before --calibration-slack: within the default slack of r, today's
     # default keeps the trained thresholds, whose test figures the run recorded (hand-made)
-    table = frontier_script("table")
+    table = load_script("frontier/table.py")
     assert table.DEFAULT_SLACK == 0.01
     uncal = {"top1": 0.8757, "macs_mean": 20.5e6, "macs_std": 0.0}
     metrics = {"top1": 0.8471, "macs_mean": 20.3e6, "macs_std": 1e5, "calibration": {
@@ -252,11 +243,12 @@ def test_frontier_table_shows_older_runs_as_todays_calibration_slack_leaves_them
     assert table.as_today({"top1": 0.9, "macs_mean": 1.0}, {})[1] is False  # static run
 
 
-def test_frontier_latency_figure_puts_only_the_full_width_backbone_at_one(monkeypatch):
+def test_frontier_latency_figure_puts_only_the_full_width_backbone_at_one(monkeypatch,
+                                                                          load_script):
     # scripts/frontier/figure.py: a width-scaled ResNet-20 is another network; placing it at the
     # reference's latency (1.0) without a bench of its own would invent a measurement
     monkeypatch.syspath_prepend(str(FRONTIER))  # figure.py imports table.py beside it
-    figure = frontier_script("figure")
+    figure = load_script("frontier/figure.py")
 
     def record(config):
         return RunRecord(

@@ -22,36 +22,22 @@ the executor's and the controllers' share.
 
 from __future__ import annotations
 
-import argparse
-import ctypes
-import ctypes.util
 import json
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from dmnn import create_model
-from dmnn.evaluation.latency import median_ms, paired_ratio, static_backbone_for, timed_round
+from dmnn.evaluation.latency import median_ms, paired_ratio, timed_round
 from dmnn.execution import fused
 from dmnn.execution.forcing import force_gates
 from dmnn.execution.sparse import gather
 
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed memory instead of returning it to the OS (``mallopt``), so that a
-    timed call does not pay page faults for its output: on this VM the default allocator faults
-    in ≈ 35 MB a ResNet-56 forward at batch 32 (``ru_minflt``), which inflates large outputs
-    more than small ones and so favours the network with the smaller tensors. Returns whether
-    it could (not on other C libraries)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        trim, mmap = -1, -3  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
-        return bool(libc.mallopt(trim, 1 << 30)) and bool(libc.mallopt(mmap, 1 << 25))
-    except (OSError, AttributeError):
-        return False
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, however run
+from pair import build_pair, keep_freed_memory, pair_parser  # noqa: E402
 
 
 def block_inputs(model: nn.Module, x: Tensor) -> list[Tensor]:
@@ -122,29 +108,18 @@ def branch_macs(table, gates: list[Tensor | None]) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--rate", type=float, default=0.5)
+    p = pair_parser(__doc__)
     p.add_argument("--seeds", type=int, default=1,
                    help="forced gate draws (seeds 0..S-1); their times and MACs are summed")
     p.add_argument("--repeats", type=int, default=20, help="timings per stack (median)")
     p.add_argument("--rounds", type=int, default=20, help="paired whole-network rounds a seed")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--json", action="store_true")
     p.add_argument("--default-malloc", action="store_true",
                    help="leave glibc's allocator as it is (page faults included)")
     args = p.parse_args()
     kept = False if args.default_malloc else keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    layout = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = create_model(args.model).eval().to(memory_format=layout)
-    static = static_backbone_for(args.model).eval().to(memory_format=layout)
-    size = args.input_size or model.default_input_size
-    x = torch.randn(args.batch, model.in_chans, size, size).contiguous(memory_format=layout)
+    model, static, size, x = build_pair(args)
     table, static_table = model.macs_table(size), static.macs_table(size)
     ms = dict.fromkeys(("static", "floor_pattern", "floor_path"), 0.0)
     macs = dict.fromkeys(("dmnn", "static", "dmnn_branches", "static_branches"), 0.0)

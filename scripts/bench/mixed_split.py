@@ -8,37 +8,29 @@ static backbone, in one rotated loop, forced random gates at rate r (a new patte
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
+from pathlib import Path
 
 import torch
 
-from dmnn import create_model
-from dmnn.evaluation.latency import median_ms, paired_ratio, static_backbone_for, timed_round
+from dmnn.evaluation.latency import median_ms, paired_ratio, timed_round
 from dmnn.execution import fused
 from dmnn.execution.forcing import force_gates
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, however run
+from pair import build_pair, pair_parser  # noqa: E402
 
 SPLITS = ("pattern", "path", "auto")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--rate", type=float, default=0.5)
+    p = pair_parser(__doc__)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    layout = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = create_model(args.model).eval().to(memory_format=layout)
-    static = static_backbone_for(args.model).eval().to(memory_format=layout)
-    size = args.input_size or model.default_input_size
-    x = torch.randn(args.batch, model.in_chans, size, size).contiguous(memory_format=layout)
+    model, static, size, x = build_pair(args)
 
     def split(name: str, seed: int):
         def run() -> torch.Tensor:

@@ -14,7 +14,6 @@ breakdowns overstate the small ops; at batch 32 the split is what the kernels co
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,12 +24,10 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
-from dmnn import create_model
-from dmnn.evaluation.latency import static_backbone_for
 from dmnn.execution.forcing import force_gates
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, however run
-from conv_floor import keep_freed_memory  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, however run
+from pair import build_pair, keep_freed_memory, pair_parser  # noqa: E402
 
 KINDS = {
     "conv": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution",
@@ -75,25 +72,14 @@ def profile_ms(fn, forwards: int) -> tuple[dict[str, float], dict[str, float], f
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--rate", type=float, default=0.5)
+    p = pair_parser(__doc__)
     p.add_argument("--seed", type=int, default=0, help="the forced gate draw")
     p.add_argument("--forwards", type=int, default=3, help="profiled passes (averaged)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--json", action="store_true")
     args = p.parse_args()
     kept = keep_freed_memory()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    layout = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = create_model(args.model).eval().to(memory_format=layout)
-    static = static_backbone_for(args.model).eval().to(memory_format=layout)
-    size = args.input_size or model.default_input_size
-    x = torch.randn(args.batch, model.in_chans, size, size).contiguous(memory_format=layout)
+    model, static, size, x = build_pair(args)
     with torch.inference_mode():
         with force_gates(model, args.rate, seed=args.seed):
             _, routing = model(x, return_routing=True)
