@@ -10,6 +10,10 @@
 # (scripts/frontier/table.py), so results outlive the run folder: commit them.
 # PART=screen|frontier|all (proxy: all; full: frontier, the screen's best recipe only).
 # ONLY=NAME[,NAME...] runs just those; a run with `after=DEP` waits for DEP (a warm start's source).
+# PART=deep (#32): the depth study, ResNet-56 (DMNN-56 N = 2 against static ResNet-56, its twin
+# with one sub-block per block and width-scaled ResNet-56s, a warm start from a trained twin), in
+# its own group frontier-$STAGE-deep and results/frontier/$STAGE-deep (another backbone: never
+# one table with the ResNet-20 runs). PART=r07 (#32): DMNN-20 pe + λ at r = 0.7, two seeds.
 # DEVICE=cuda trains on a GPU (data on the device, JOBS=8 by default) into frontier-$STAGE-cuda
 # and results/frontier/$STAGE-cuda: GPU runs are kept apart from the CPU ones, never mixed in a
 # table. DMNN="python3 -m dmnn" where the entry point is not installed (scripts/frontier/device.sh).
@@ -36,6 +40,7 @@ case "$DEVICE" in
   cuda) JOBS=${JOBS:-8}; SET=$STAGE-cuda; COMMON="--device cuda"; REFS="" ;;
   *) echo "error: DEVICE must be cpu or cuda, got $DEVICE" >&2; exit 2 ;;
 esac
+[ "$PART" = deep ] && SET=$SET-deep && REFS=""
 GROUP=$RUNS/frontier-$SET
 RESULTS=results/frontier/$SET
 D="--model dmnn_resnet20 --sub-blocks 2"
@@ -119,12 +124,34 @@ dmnn_pe_r0.3 $D --target-rate 0.3 --recipe paper $BEST
 dmnn_pe_r0.9 $D --target-rate 0.9 --recipe paper $BEST
 PLAN
 }
+deep() {  # #32: DMNN-56 against the static frontier at depth 56 (pe + λ: the best recipe across r)
+  local d56="--model dmnn_resnet56 --sub-blocks 2 --recipe paper-entropy --dual-step 0.1"
+  cat <<PLAN
+dmnn56_pe_dual_r0.5 $d56 --target-rate 0.5
+resnet56 --model resnet56
+twin56_k1of2 --model twin_resnet56 --sub-blocks 2 --keep-sub-blocks 1
+resnet56_w0.75 --model resnet56 --width-mult 0.75
+dmnn56_pe_dual_r0.7 $d56 --target-rate 0.7
+twin56_e$HALF --model twin_resnet56 --sub-blocks 2 --epochs $HALF
+dmnn56_pe_dual_r0.5_warm after=twin56_e$HALF $d56 --target-rate 0.5 --init-from $GROUP/twin56_e$HALF --epochs $HALF
+resnet56_w0.5 --model resnet56 --width-mult 0.5
+dmnn56_pe_dual_r0.5_s1 $d56 --target-rate 0.5 --seed 1
+PLAN
+}
+r07() {  # #32: the frontier study's next step, DMNN-20 pe + λ at r = 0.7
+  cat <<PLAN
+dmnn_pe_dual_r0.7 $D --target-rate 0.7 --recipe paper-entropy --dual-step 0.1
+dmnn_pe_dual_r0.7_s1 $D --target-rate 0.7 --recipe paper-entropy --dual-step 0.1 --seed 1
+PLAN
+}
 plan() {
   case "$PART" in
     screen) screen_main; screen_more ;;
     frontier) frontier ;;
     all) screen_main; frontier; screen_more ;;
-    *) echo "error: PART must be screen, frontier or all, got $PART" >&2; exit 2 ;;
+    deep) deep ;;
+    r07) r07 ;;
+    *) echo "error: PART must be screen, frontier, all, deep or r07, got $PART" >&2; exit 2 ;;
   esac
 }
 one() {  # NAME [after=DEP] ARGS...
