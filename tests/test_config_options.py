@@ -47,19 +47,20 @@ def test_wrong_types_are_one_line_value_errors(values, match):
         resolve_config(None, None, values)
 
 
-def test_loss_settings_are_nested_but_spelled_flat():
+def test_loss_settings_and_method_options_are_nested_but_spelled_flat():
     cfg = resolve_config(None, None, {"path_balance": 0.3, "target-rate": 0.4})
-    assert cfg.loss.path_balance == 0.3 and cfg.target_rate == cfg.loss.target_rate == 0.4
+    assert cfg.options.path_balance == 0.3 and cfg.target_rate == cfg.loss.target_rate == 0.4
     flat = cfg.to_dict()
-    assert "loss" not in flat and flat["path_balance"] == 0.3
+    assert "loss" not in flat and "options" not in flat and flat["path_balance"] == 0.3
     assert TrainConfig.from_dict(flat) == cfg  # config.yaml round trip
-    assert TrainConfig.from_dict({"loss": {"path_balance": 0.3}}).loss.path_balance == 0.3
+    nested = TrainConfig.from_dict({"loss": {"target_rate": 0.3}, "dmnn": {"path_balance": 0.2}})
+    assert nested.loss.target_rate == 0.3 and nested.options.path_balance == 0.2
 
 
 def test_the_old_sub_blocks_key_still_loads(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("sub_blocks: 4\n")
-    assert resolve_config(None, path).num_sub_blocks == 4
+    assert resolve_config(None, path).options.num_sub_blocks == 4
     with pytest.raises(ValueError, match="given twice"):
         resolve_config(None, None, {"sub_blocks": 4, "num_sub_blocks": 2})
 

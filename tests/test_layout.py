@@ -131,3 +131,20 @@ def test_no_method_branches_or_ability_probes_outside_methods():
     # the registry compares families to find a method by name; that is its job
     offenders = [o for o in offenders if not o.startswith("registry.py")]
     assert not offenders, offenders
+
+
+def test_no_method_option_in_the_common_config():
+    """#31: a method's options are its own; the common config holds none of them."""
+    from dataclasses import fields
+
+    from dmnn.methods.objective import LossConfig
+    from dmnn.registry import list_methods
+    from dmnn.train.config import SECTIONS, TrainConfig
+
+    common = {f.name for cls in (TrainConfig, LossConfig) for f in fields(cls)} - set(SECTIONS)
+    methods = list_methods()
+    assert len(methods) >= 6 and "num_sub_blocks" in methods[1].options.names()
+    shared = {m.name: sorted(common & set(m.options.names())) for m in methods}
+    assert not any(shared.values()), shared
+    for path in modules().values():  # the old per-method switch is gone
+        assert "owns" not in re.findall(r"\.(owns)\b", path.read_text()), path

@@ -14,7 +14,7 @@ from dmnn.network.gate import gates_of
 from dmnn.network.gumbel import noise_schedule
 from dmnn.train.config import RECIPES, resolve_config
 from dmnn.train.engine import Trainer, param_groups, train
-from dmnn.train.levers import distill_loss, gate_entropy_loss
+from dmnn.methods.objective import distill_loss, gate_entropy_loss
 
 TINY = {
     "dataset": "digits", "batch_size": 32, "max_train_samples": 96, "max_test_samples": 64,
@@ -122,14 +122,17 @@ def test_warm_start_refuses_weights_that_do_not_fit(tmp_path):
 
 def test_recipes_sit_between_preset_and_flags():
     paper = resolve_config("cpu-fast", None, {"recipe": "paper"})
-    assert (paper.loss.path_balance, paper.loss.dual_step, paper.distill) == (0.0, 0.0, 0.0)
+    assert (paper.options.path_balance, paper.options.dual_step, paper.loss.distill) == (0, 0, 0)
     assert paper.recipe == "paper"
     flagged = resolve_config("cpu-fast", None, {"recipe": "distill", "dual_step": 0.3})
-    assert flagged.distill == RECIPES["distill"]["distill"] and flagged.loss.dual_step == 0.3
+    assert flagged.loss.distill == RECIPES["distill"]["distill"]
+    assert flagged.options.dual_step == 0.3
+    # a recipe's DMNN guards do not reach another method's model; its shared levers do
     entropy = resolve_config("cpu-fast", None, {"recipe": "entropy", "model": "aig_resnet20"})
-    assert (entropy.gate_entropy, entropy.loss.path_balance) == (2.0, 0.25)
+    assert entropy.loss.gate_entropy == 2.0 and "path_balance" not in entropy.to_dict()
     decided = resolve_config("cpu-fast", None, {"recipe": "paper-entropy"})
-    assert (decided.gate_entropy, decided.loss.path_balance, decided.loss.dual_step) == (2.0, 0, 0)
+    assert (decided.loss.gate_entropy, decided.options.path_balance,
+            decided.options.dual_step) == (2.0, 0, 0)
     with pytest.raises(ValueError, match="unknown recipe 'nope'"):
         resolve_config("cpu-fast", None, {"recipe": "nope"})
 
@@ -163,7 +166,7 @@ def test_gate_weight_decay_puts_the_gates_in_their_own_group():
 
 
 def test_entropy_ramp_hand_computed():
-    from dmnn.train.levers import ramp
+    from dmnn.methods.objective import ramp
     assert ramp(2.0, 0, 10) == 0.0
     assert ramp(2.0, 5, 10) == pytest.approx(1.0)
     assert ramp(2.0, 25, 10) == 2.0  # full after the warm-up

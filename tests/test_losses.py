@@ -5,15 +5,15 @@ import math
 import pytest
 import torch
 
-from dmnn.methods.base import LossConfig
 from dmnn.methods.dmnn import (
     DMNNLoss,
+    DMNNOptions,
     category_loss,
     exec_loss,
-    flops_loss,
     path_balance_loss,
     stage_weights,
 )
+from dmnn.methods.objective import LossConfig, flops_loss
 from dmnn.network.macs import MacsTable
 from dmnn.network.routing import Routing, execution_rates
 
@@ -74,8 +74,8 @@ def test_eqn15_16_total_by_hand():
     r = routing(gates, cats)
     logits = torch.tensor([[0.0, 0.0, 0.0]])
     labels, categories = torch.tensor([2]), torch.tensor([1])
-    cfg = LossConfig(target_rate=0.5, alpha_ctg=2.0, alpha_res=3.0, alpha_cls=0.5)
-    out = DMNNLoss(cfg)(logits, r, labels, categories)
+    cfg = LossConfig(target_rate=0.5, alpha_res=3.0, alpha_cls=0.5)
+    out = DMNNLoss(DMNNOptions(alpha_ctg=2.0), cfg)(logits, r, labels, categories)
     l_cls = math.log(3)
     l_exec = (0.5 - 0.5) ** 2 + (0.5 - 1.0) ** 2
     l_flops = ((20 + 100 + 300 + 400) / 1020 - 0.5) ** 2
@@ -87,14 +87,14 @@ def test_eqn15_16_total_by_hand():
 def test_ablation_switch_turns_category_supervision_off():
     gates = [torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]])]
     r = routing(gates, [torch.tensor([[5.0, 0.0]]), None])
-    out = DMNNLoss(LossConfig(category_supervision=False))(
+    out = DMNNLoss(DMNNOptions(category_supervision=False))(
         torch.zeros(1, 3), r, torch.tensor([0]), torch.tensor([1]))
     assert "ctg" not in out.parts
 
 
 def test_static_model_gets_classification_loss_only():
     r = routing([None, None])
-    out = DMNNLoss(LossConfig())(torch.zeros(1, 4), r, torch.tensor([1]))
+    out = DMNNLoss(DMNNOptions())(torch.zeros(1, 4), r, torch.tensor([1]))
     assert out.total.item() == pytest.approx(math.log(4)) and set(out.parts) == {"cls", "total"}
 
 
@@ -103,8 +103,9 @@ def test_static_model_gets_classification_loss_only():
     ({"exec_target": -0.1}, "exec target"), ({"macs_scope": "all"}, "macs_scope"),
 ])
 def test_bad_loss_config(kwargs, match):
+    common = {"target_rate"}
     with pytest.raises(ValueError, match=match):
-        LossConfig(**kwargs)
+        (LossConfig if set(kwargs) <= common else DMNNOptions)(**kwargs)
 
 
 def test_path_balance_is_zero_only_when_every_sub_block_runs_at_rate_e():
@@ -123,14 +124,15 @@ def test_dual_multiplier_integrates_the_ratio_error_and_is_checkpointed():
     r = routing(gates)  # all on: f/f_total = 1
     logits = torch.zeros(2, 3, requires_grad=True)
     labels = torch.tensor([0, 1])
-    loss = DMNNLoss(LossConfig(target_rate=0.6, dual_step=0.5, category_supervision=False))
+    loss = DMNNLoss(DMNNOptions(dual_step=0.5, category_supervision=False),
+                    LossConfig(target_rate=0.6))
     first = loss(logits, r, labels)
     assert loss.dual == pytest.approx(0.5 * 0.4)  # λ starts at 0 and takes one step of η·gap
     second = loss(logits, r, labels)
     # the second total carries λ·gap = 0.2 · 0.4 on top of the first
     assert (second.total - first.total).item() == pytest.approx(0.2 * 0.4)
     assert loss.dual == pytest.approx(0.4)
-    resumed = DMNNLoss(loss.config)
+    resumed = DMNNLoss(loss.options, loss.config)
     resumed.load_state_dict(loss.state_dict())
     assert resumed.dual == loss.dual
     with torch.no_grad():  # evaluation does not move λ

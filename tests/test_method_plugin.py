@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
@@ -29,12 +30,12 @@ class CoinGate(dmnn.Gate):
 
     calibratable = True
 
-    def __init__(self, in_channels: int, num_sub_blocks: int) -> None:
+    def __init__(self, in_channels: int, num_sub_blocks: int, bias: float = 2.0) -> None:
         super().__init__()
         self.n = num_sub_blocks
         self.fc = nn.Linear(in_channels, 2 * num_sub_blocks)
         with torch.no_grad():
-            self.fc.bias.view(-1, 2)[:, 1] = 2.0  # start mostly on
+            self.fc.bias.view(-1, 2)[:, 1] = bias  # positive: start mostly on
 
     def forward(self, x: Tensor, state: Tensor | None = None) -> dmnn.GateDecision:
         logits = self.fc(x.mean(dim=(2, 3))).view(-1, self.n, 2)
@@ -51,24 +52,26 @@ class CoinGate(dmnn.Gate):
 
 @dataclass(frozen=True)
 class CoinOptions(MethodOptions):
-    num_sub_blocks: int = option(2, min=1)
+    num_sub_blocks: int = option(2, min=1, flag="--sub-blocks")  # shared with DMNN's flag
+    coin_bias: float = option(2.0, help="Coin: initial on-logit of every gate.")
+    coin_weight: float = option(1.0, min=0.0, model=False, help="Coin: weight of the rate term.")
 
     def make_gate(self, index: int, in_channels: int, num_sub_blocks: int, width: int):
-        return CoinGate(in_channels, num_sub_blocks)
+        return CoinGate(in_channels, num_sub_blocks, self.coin_bias)
 
 
 class CoinLoss(Loss):
     """CE + (mean execution rate − r)², and a counter to prove the state is checkpointed."""
 
-    def __init__(self, target: float) -> None:
-        self.target, self.steps = target, 0
+    def __init__(self, target: float, weight: float = 1.0) -> None:
+        self.target, self.weight, self.steps = target, weight, 0
 
-    def __call__(self, logits, routing, labels, categories=None) -> LossOutput:
+    def terms(self, logits, routing, labels, categories=None) -> LossOutput:
         cls = F.cross_entropy(logits, labels)
         rate = ((execution_rates(routing.gates).mean() - self.target) ** 2)
         if logits.requires_grad:
             self.steps += 1
-        total = cls + rate
+        total = cls + self.weight * rate
         return LossOutput(total, {"cls": cls.detach(), "rate": rate.detach(),
                                   "total": total.detach()})
 
@@ -80,19 +83,15 @@ class CoinLoss(Loss):
 
 
 class Coin(Method):
-    family = "coin"
-    prefix = "coin"
+    name = "coin"
     options = CoinOptions
     doc = "Coin-gate variant (test method)"
 
     def applies_to(self, backbone: str) -> bool:
         return backbone.startswith("resnet2")  # resnet20 only
 
-    def model_kwargs(self, cfg, data):
-        return {"num_sub_blocks": cfg.num_sub_blocks}
-
     def build_loss(self, cfg, total_steps):
-        return CoinLoss(cfg.target_rate)
+        return CoinLoss(cfg.target_rate, cfg.options.coin_weight)
 
     def calibration_metric(self, cfg):
         return "exec_rate"
@@ -123,11 +122,17 @@ def test_a_method_defined_here_trains_evaluates_calibrates_and_benches(coin, tmp
 
     out = tmp_path / "run"
     result = runner.invoke(app, ["train", "--model", "coin_resnet20", "--epochs", "2",
-                                 "--target-rate", "0.5", "--out", str(out), *TINY])
+                                 "--target-rate", "0.5", "--coin-bias", "3", "--coin-weight",
+                                 "0.5", "--gate-entropy", "0.1", "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
+    meta = json.loads((out / "last.json").read_text())
+    # its options are flags: the model option reached the gate, the training one the config
+    assert meta["model_kwargs"]["coin_bias"] == 3.0 and "coin_weight" not in meta["model_kwargs"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["coin_weight"] == 0.5
     lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert [ln["coin_epoch"] for ln in lines] == [0, 1]  # the method's epoch hook ran
     assert "train_loss_rate" in lines[0]  # its loss parts are logged
+    assert "train_loss_gate_entropy" in lines[0]  # the shared levers compose with its loss
     final = json.loads((out / "metrics.json").read_text())
     assert final["calibration"]["metric"] == "exec_rate"  # calibrated with its own metric
     assert final["coin_blocks"] == 9  # its report hook reached metrics.json
@@ -149,7 +154,18 @@ def test_a_method_defined_here_trains_evaluates_calibrates_and_benches(coin, tmp
     result = runner.invoke(app, ["bench", "--checkpoint", str(out / "calibrated.json"),
                                  "--batch", "2", "--repeats", "2", "--warmup", "1", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["family"] == "coin"
+    assert json.loads(result.stdout)["method"] == "coin"
+
+
+def test_an_option_of_another_method_names_its_owner(coin, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--model", "dmnn_resnet20", "--coin-bias", "1",
+                                 "--out", str(out), *TINY])
+    assert result.exit_code == 2 and not out.exists()
+    assert "error: coin_bias is an option of coin_* models, not of dmnn_resnet20" in result.output
+    result = runner.invoke(app, ["train", "--model", "coin_resnet20", "--hidden-dim", "8",
+                                 "--out", str(out), *TINY])
+    assert result.exit_code == 2 and "hidden_dim is an option of dmnn_* models" in result.output
 
 
 def test_unregistering_removes_its_models(coin):

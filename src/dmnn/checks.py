@@ -92,20 +92,22 @@ def option(
     resume: bool = False, check: Callable[[Any, str], Any] | None = None,
     cli: bool = True, min: float | None = None, max: float | None = None,
     lo_open: bool = False, hi_open: bool = False, choices: tuple[str, ...] | None = None,
-    default_factory: Any = None,
+    default_factory: Any = None, model: bool = True,
 ) -> Any:
     """A dataclass field carrying what the CLI and validation need to know about an option.
 
     ``help`` becomes the ``--flag``'s help, ``flag`` overrides its spelling ("--sub-blocks",
     "--calibrate/--no-calibrate"), ``resume`` lets ``dmnn train --resume`` change it, ``cli=False``
-    keeps it out of the command line; ``label`` names it in error messages (default: the field
-    name); ``min``/``max``/``choices`` (or a shared ``check(value, name)``, e.g.
+    keeps it out of the command line (and out of saved configs, for a method's option set from the
+    data); ``model=False`` marks a method's training option, not a model keyword argument
+    (:class:`~dmnn.methods.base.MethodOptions`); ``label`` names it in error messages (default:
+    the field name); ``min``/``max``/``choices`` (or a shared ``check(value, name)``, e.g.
     :func:`check_rate`) are checked by :func:`check_fields` together with the field's type.
     """
     metadata = {"help": help, "flag": flag, "label": label, "resume": resume, "check": check,
                 "cli": cli,
                 "min": min, "max": max, "lo_open": lo_open, "hi_open": hi_open,
-                "choices": choices}
+                "choices": choices, "model": model}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -155,8 +157,9 @@ def check_value(name: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) 
         choices = meta.get("choices")
         if choices and value not in choices:
             raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    elif dataclasses.is_dataclass(value) and type(value) in kinds:
-        check_fields(value)  # a nested section (TrainConfig.loss)
+    elif dataclasses.is_dataclass(value) and any(
+            isinstance(k, type) and isinstance(value, k) for k in kinds):
+        check_fields(value)  # a nested section (TrainConfig.loss, TrainConfig.options)
     elif list in kinds and isinstance(value, list):
         if not all(is_int(v) for v in value):
             raise ValueError(f"{name} must be a list of integers, got {value!r}")

@@ -1,7 +1,7 @@
 """The registry: backbones × methods → model names, built by ``create_model`` (timm-style).
 
 Every backbone is registered under its own name as a static network (the ``static`` method) and
-once per gating method as ``<prefix>_<backbone>``; backbones and methods may be added in any order
+once per gating method as ``<method>_<backbone>``; backbones and methods may be added in any order
 (:func:`register_backbone`, :func:`register_method`), each new one is crossed with all the others.
 Nothing registers on import: the built-in backbones and methods are added explicitly, on the first
 call of any function here.
@@ -51,17 +51,13 @@ def _builtins() -> None:
             register_backbone(backbone)
 
 
-def model_name(method: Method, backbone: str) -> str:
-    return backbone if method.prefix is None else f"{method.prefix}_{backbone}"
-
-
 def _cross(backbone: Backbone, method: Method) -> None:
     if not method.applies_to(backbone.name):
         return
-    name = model_name(method, backbone.name)
+    name = method.model_name(backbone.name)
     if name in _MODELS:
         raise RuntimeError(f"model {name!r} registered twice")
-    option_names = method.options.names()
+    option_names = method.options.model_names()
 
     def entrypoint(**kwargs: Any) -> DynamicNet:
         reserved = sorted(set(kwargs) & set(RESERVED) - set(option_names))
@@ -73,13 +69,13 @@ def _cross(backbone: Backbone, method: Method) -> None:
             options=opts.to_dict(), **kwargs))
 
     extra = f" Options: {', '.join(option_names)}." if option_names else ""
-    entrypoint.__doc__ = (backbone.doc if method.prefix is None
+    entrypoint.__doc__ = (backbone.doc if name == backbone.name
                           else f"{method.doc} of {backbone.name}: {backbone.doc}{extra}")
     _MODELS[name] = _Entry(entrypoint, method, backbone.name)
 
 
 def register_backbone(backbone: Backbone) -> None:
-    """Add a backbone: registers it (static) and ``<prefix>_<name>`` for every method."""
+    """Add a backbone: registers it (static) and ``<method>_<name>`` for every method."""
     if backbone.name in _BACKBONES:
         raise RuntimeError(f"backbone {backbone.name!r} registered twice")
     _builtins()
@@ -89,29 +85,29 @@ def register_backbone(backbone: Backbone) -> None:
 
 
 def register_method(method: Method) -> None:
-    """Add a gating method: registers ``<prefix>_<backbone>`` for every backbone it applies to."""
-    if method.family in _METHODS:
-        raise RuntimeError(f"method {method.family!r} registered twice")
+    """Add a gating method: registers ``<method>_<backbone>`` for every backbone it applies to."""
+    if method.name in _METHODS:
+        raise RuntimeError(f"method {method.name!r} registered twice")
     _builtins()
-    _METHODS[method.family] = method
+    _METHODS[method.name] = method
     for backbone in _BACKBONES.values():
         _cross(backbone, method)
 
 
-def unregister_method(family: str) -> None:
+def unregister_method(name: str) -> None:
     """Remove a method and its models (a notebook or a test trying a method out)."""
     _builtins()
-    if family not in _METHODS:
-        raise ValueError(f"no method {family!r} is registered")
-    method = _METHODS.pop(family)
+    if name not in _METHODS:
+        raise ValueError(f"no method {name!r} is registered")
+    method = _METHODS.pop(name)
     for name in [n for n, e in _MODELS.items() if e.method is method]:
         del _MODELS[name]
 
 
-def list_models(family: str | None = None) -> list[str]:
-    """Sorted names of registered models, optionally of one family ('static', 'dmnn', ...)."""
+def list_models(method: str | None = None) -> list[str]:
+    """Sorted names of registered models, optionally of one method ('static', 'dmnn', ...)."""
     _builtins()
-    return sorted(n for n, e in _MODELS.items() if family is None or e.method.family == family)
+    return sorted(n for n, e in _MODELS.items() if method is None or e.method.name == method)
 
 
 def list_methods() -> list[Method]:
@@ -135,7 +131,7 @@ def method_of(name: str) -> Method:
 
 
 def model_family(name: str) -> str:
-    return method_of(name).family
+    return method_of(name).name
 
 
 def backbone_of(name: str) -> str:

@@ -1,8 +1,11 @@
-"""``dmnn train``: its config options are generated from :class:`~dmnn.train.config.TrainConfig`.
+"""``dmnn train``: its config options are generated from :class:`~dmnn.train.config.TrainConfig`
+and from every registered method's options.
 
 Each field's declaration (name, type, help, default, ``resume``) becomes one ``--flag``, so an
-option is declared once and the CLI, YAML files and validation cannot drift apart. The command's
-own options (``--config``, ``--preset``, ``--out``, ``--resume``, ``--progress``) are written out.
+option is declared once and the CLI, YAML files and validation cannot drift apart. The flags are
+generated each time the command line is built, so a method registered by a plug-in brings its own.
+The command's own options (``--config``, ``--preset``, ``--out``, ``--resume``, ``--progress``)
+are written out.
 """
 
 from __future__ import annotations
@@ -52,8 +55,13 @@ def _help(opt: OptionInfo) -> str:
     return text + (" May change on --resume." if opt.metadata.get("resume") else "")
 
 
-CONFIG_OPTIONS = [opt for opt in options() if opt.metadata.get("cli", True)]
-RESUMABLE = sorted(opt.name for opt in CONFIG_OPTIONS if opt.metadata.get("resume"))
+def config_options() -> list[OptionInfo]:
+    """The flags of today's registry (a method registered since brings its own)."""
+    return [opt for opt in options() if opt.metadata.get("cli", True)]
+
+
+def resumable() -> list[str]:
+    return sorted(opt.name for opt in config_options() if opt.metadata.get("resume"))
 
 
 def _signature() -> inspect.Signature:
@@ -72,7 +80,7 @@ def _signature() -> inspect.Signature:
                           annotation=Annotated[tp, info])
         for name, tp, info in own
     ]
-    for opt in CONFIG_OPTIONS:
+    for opt in config_options():
         info = typer.Option(flag_of(opt), help=_help(opt), show_default=False)
         params.append(inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[cli_type(opt.type) | None, info]))
@@ -95,9 +103,10 @@ def train_cmd(
     if resume:
         if out is None:
             fail("--resume needs --out pointing at the run to continue")
-        extra = sorted(k for k in overrides if k not in RESUMABLE)
+        allowed = resumable()
+        extra = sorted(k for k in overrides if k not in allowed)
         if extra or config is not None or preset is not None:
-            fail(f"--resume takes the saved config; only {', '.join(RESUMABLE)} may change")
+            fail(f"--resume takes the saved config; only {', '.join(allowed)} may change")
         cfg = resume_config(out, overrides)
     else:
         if preset is None and config is None:
@@ -120,11 +129,24 @@ def train_cmd(
     )
 
 
-train_cmd.__signature__ = _signature()  # type: ignore[attr-defined]
-train_cmd.__annotations__ = {
-    p.name: p.annotation for p in train_cmd.__signature__.parameters.values()  # type: ignore
-}
+class TrainCommand:
+    """``train_cmd`` as typer sees it: its signature (the flags) is built anew each time typer
+    reads it, from the methods registered then."""
+
+    __doc__ = train_cmd.__doc__
+    __name__ = "train"
+
+    def __call__(self, **kwargs: Any) -> None:
+        friendly(train_cmd)(**kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return _signature()
+
+    @property
+    def __annotations__(self) -> dict[str, Any]:  # type: ignore[override]
+        return {p.name: p.annotation for p in _signature().parameters.values()}
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(friendly(train_cmd))
+    app.command("train")(TrainCommand())

@@ -23,7 +23,7 @@ def load_for_eval(
 ) -> tuple[DynamicNet, DataBundle, TrainConfig]:
     """Rebuild the model and the data of a checkpoint (``data_dir`` may move the data)."""
     try:
-        cfg = TrainConfig.from_dict(meta["extra"]["config"])
+        cfg = TrainConfig.from_dict(meta["extra"]["config"], saved=True)
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{source} has no usable training config ({err})") from None
     if data_dir is not None:

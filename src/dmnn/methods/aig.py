@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +24,9 @@ from ..checks import check_rate, option
 from ..network.gate import Gate, GateDecision
 from ..network.gumbel import on_gates
 from ..network.routing import Routing, execution_rates
-from .base import Loss, LossOutput, Method, MethodOptions
+from .base import GumbelGates, Loss, LossOutput, Method
 
 if TYPE_CHECKING:
-    from ..data import DataBundle
     from ..train.config import TrainConfig
 
 
@@ -63,12 +62,10 @@ class AIGGate(Gate):
 
 
 @dataclass(frozen=True)
-class AIGOptions(MethodOptions):
+class AIGOptions(GumbelGates):
     """Keyword arguments of every ``aig_*`` model."""
 
-    gate_hidden: int = option(16, min=1)
-    tau: float = option(1.0, min=0.0, lo_open=True)
-    gate_bias: float = 2.0
+    gate_hidden: int = option(16, min=1, help="ConvNet-AIG: gate hidden width.")
 
     def make_gate(self, index: int, in_channels: int, num_sub_blocks: int, width: int) -> Gate:
         return AIGGate(in_channels, self.gate_hidden, self.tau, self.gate_bias)
@@ -86,7 +83,7 @@ class AIGLoss(Loss):
         check_rate(target, "target rate t")
         self.target, self.alpha_res, self.alpha_cls = target, alpha_res, alpha_cls
 
-    def __call__(
+    def terms(
         self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None
     ) -> LossOutput:
         cls = F.cross_entropy(logits, labels)
@@ -99,13 +96,9 @@ class AIGLoss(Loss):
 class AIG(Method):
     """``aig_*``: one gate per block, held at the target execution rate t = r."""
 
-    family = "aig"
-    prefix = "aig"
+    name = "aig"
     options = AIGOptions
     doc = "ConvNet-AIG variant (one gate per block)"
-
-    def model_kwargs(self, cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
-        return {"tau": cfg.tau, "gate_bias": cfg.gate_bias}
 
     def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
         return AIGLoss(cfg.loss.target_rate, alpha_res=cfg.loss.alpha_res,

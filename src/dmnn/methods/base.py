@@ -1,9 +1,10 @@
 """The method interface: what a gating method gives the shared harness.
 
-A method is one file under ``methods/`` holding its gate, its model options, its loss, and its
-training specifics, behind :class:`Method`. The registry crosses every method with every backbone
-(``<prefix>_<backbone>``); the engine, config, evaluator and CLI call only the hooks below, so
-adding a method edits none of them. The defaults describe a static network: classification loss
+A method is one file under ``methods/`` holding its gate, its options (model and training, one
+:class:`MethodOptions` dataclass), its loss, and its training specifics, behind :class:`Method`.
+The registry crosses every method with every backbone (``<name>_<backbone>``); the engine,
+config, evaluator and CLI call only the hooks below and read the options' declarations, so adding
+a method edits none of them. The defaults describe a static network: classification loss
 only, no calibration, nothing extra per epoch. See docs/architecture.md, "Adding a method".
 """
 
@@ -11,15 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..checks import check_fields, check_rate, option
+from ..checks import check_fields, option
 from ..network.gate import Gate, GateFactory
-from ..network.routing import MACS_SCOPES, Routing
+from ..network.routing import Routing
+from .objective import Levers
+from .objective import LossConfig as LossConfig  # re-exported for method files
+from .objective import LossOutput as LossOutput
 
 if TYPE_CHECKING:
     from ..data import DataBundle
@@ -30,8 +34,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """A method's model keyword arguments (its fields), validated from their declarations, and
-    the gate factory that turns them into one gate per block. Base: one sub-block, no gate."""
+    """Every option of a method, declared once as a field with :func:`dmnn.checks.option`
+    metadata: the model's keyword arguments (``create_model``) and, marked ``model=False``, the
+    method's training and loss options. ``dmnn train`` makes a flag of each field, the config
+    nests the active method's options (``TrainConfig.options``) and a model's keyword arguments
+    are its model fields. A field marked ``cli=False`` is set from the data (e.g. DMNN's K).
+    Base: one sub-block, no gate, no options."""
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -52,11 +60,23 @@ class MethodOptions:
         return model
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The model keyword arguments (what ``create_model`` takes and a model records)."""
+        return {name: getattr(self, name) for name in self.model_names()}
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
+        """Every option of the method."""
         return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def model_names(cls) -> tuple[str, ...]:
+        """The options that are model keyword arguments."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("model", True))
+
+    @classmethod
+    def config_names(cls) -> tuple[str, ...]:
+        """The options a training config holds (all but those set from the data)."""
+        return tuple(f.name for f in fields(cls) if f.metadata.get("cli", True))
 
 
 @dataclass(frozen=True)
@@ -67,19 +87,45 @@ class NoGate(MethodOptions):
         return None
 
 
-@dataclass
-class LossOutput:
-    total: Tensor
-    parts: dict[str, Tensor] = field(default_factory=dict)  # detached, for logging
+@dataclass(frozen=True)
+class SubBlocks(MethodOptions):
+    """N, shared by the methods that split every block (DMNN and its static twin)."""
+
+    num_sub_blocks: int = option(2, min=1, flag="--sub-blocks",
+                                 help="N: sub-blocks per block (dmnn_*, twin_*).")
+
+
+@dataclass(frozen=True)
+class GumbelGates(MethodOptions):
+    """The Gumbel-softmax gates' options, shared by DMNN and ConvNet-AIG."""
+
+    tau: float = option(1.0, min=0.0, lo_open=True, help="Gumbel temperature (dmnn_*, aig_*).")
+    gate_bias: float = option(2.0, help="Initial on-minus-off logit of every gate "
+                                        "(dmnn_*, aig_*; positive: start mostly on).")
 
 
 class Loss:
-    """A method's training loss. ``state_dict`` holds what it adapts during training (a dual
-    multiplier, an adaptive weight): it is checkpointed, so a resumed run continues exactly."""
+    """A method's training loss: :meth:`terms` is the method's own objective; calling the loss
+    adds the shared levers (:class:`~dmnn.methods.objective.Levers`, set by
+    :meth:`Method.loss`), so one call gives a step's whole objective. ``state_dict`` holds what
+    it adapts during training (a dual multiplier, an adaptive weight): it is checkpointed, so a
+    resumed run continues exactly."""
+
+    levers: Levers | None = None
+
+    def terms(self, logits: Tensor, routing: Routing, labels: Tensor,
+              categories: Tensor | None = None) -> LossOutput:
+        raise NotImplementedError
 
     def __call__(self, logits: Tensor, routing: Routing, labels: Tensor,
-                 categories: Tensor | None = None) -> LossOutput:
-        raise NotImplementedError
+                 categories: Tensor | None = None, *, step: int = 0,
+                 teacher: Callable[[], Tensor] | None = None) -> LossOutput:
+        """The method's terms plus the levers; ``teacher`` runs the all-on network (only
+        called when distillation is on), ``step`` ramps the gate entropy."""
+        out = self.terms(logits, routing, labels, categories)
+        if self.levers is None:
+            return out
+        return self.levers.add(out, logits, routing, labels, step, teacher)
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -94,43 +140,11 @@ class ClassificationLoss(Loss):
     def __init__(self, alpha_cls: float = 1.0) -> None:
         self.alpha_cls = alpha_cls
 
-    def __call__(self, logits: Tensor, routing: Routing, labels: Tensor,
-                 categories: Tensor | None = None) -> LossOutput:
+    def terms(self, logits: Tensor, routing: Routing, labels: Tensor,
+              categories: Tensor | None = None) -> LossOutput:
         cls = F.cross_entropy(logits, labels)
         total = self.alpha_cls * cls
         return LossOutput(total=total, parts={"cls": cls.detach(), "total": total.detach()})
-
-
-@dataclass
-class LossConfig:
-    """The loss settings of a run (``TrainConfig.loss``): the target r and eqn 16's weights,
-    which every method reads as far as it has them, and DMNN's own terms and guards."""
-
-    target_rate: float = option(0.5, check=check_rate, label="target rate r",
-                                help="r: target MACs ratio in (0, 1].")
-    exec_target: float | None = option(None, min=0.0, max=1.0, label="exec target e", help=(
-        "DMNN: e, the target execution rate of eqn 12 (default: e = r, as in the paper)."))
-    alpha_ctg: float = option(1.0, min=0.0, help="DMNN: α1, weight of the category loss.")
-    alpha_res: float = option(1.0, min=0.0, help="α2, weight of the resource loss.")
-    alpha_cls: float = option(1.0, min=0.0, help="α3, weight of the classification loss.")
-    ctg_base: float = option(1e-4, min=0.0, help="DMNN: α_l of the first stage (eqn 10).")
-    ctg_factor: float = option(10.0, min=0.0, help="DMNN: α_l growth per stage (eqn 10).")
-    category_supervision: bool = option(True, flag="--category-loss/--no-category-loss",
-                                        help="DMNN: category supervision (ablation).")
-    macs_scope: str = option("network", choices=MACS_SCOPES, help=(
-        "network (default) | dynamic: what f_total covers."))
-    path_balance: float = option(0.0, min=0.0, help=(
-        "DMNN: weight of the per-sub-block rate term (0: the paper's loss)."))
-    dual_step: float = option(0.0, min=0.0, help=(
-        "DMNN: step of the MACs-ratio multiplier (0: the paper's loss)."))
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-
-    @property
-    def exec_rate_target(self) -> float:
-        """e of eqn 12: ``exec_target``, else r."""
-        return self.target_rate if self.exec_target is None else self.exec_target
 
 
 @dataclass
@@ -148,28 +162,36 @@ class EpochSetup:
 class Method:
     """One gating method in the harness; subclass it and override what the method has.
 
-    family: name in ``list_models(family)`` and checkpoints' metadata.
-    prefix: model names are ``<prefix>_<backbone>``; None registers under the backbone's name.
-    options: the model keyword arguments (a :class:`MethodOptions` dataclass).
+    name: the method's name: ``list_models(name)``, checkpoints' and benches' metadata; its
+        models are ``<name>_<backbone>`` (:meth:`model_name`).
+    options: every option of the method (a :class:`MethodOptions` dataclass): its models'
+        keyword arguments and its training options, each a ``dmnn train`` flag.
     gated: whether its models have gates (a twin has N sub-blocks but none).
-    owns: training options only this method reads; set (non-zero) for another method's model,
-        the config refuses them.
     """
 
-    family: ClassVar[str] = ""
-    prefix: ClassVar[str | None] = None
+    name: ClassVar[str] = ""
     options: ClassVar[type[MethodOptions]] = NoGate
     gated: ClassVar[bool] = True
-    owns: ClassVar[tuple[str, ...]] = ()
     doc: ClassVar[str] = ""
 
+    def model_name(self, backbone: str) -> str:
+        """The name of the method's model of ``backbone``."""
+        return f"{self.name}_{backbone}"
+
     def applies_to(self, backbone: str) -> bool:
-        """Whether ``<prefix>_<backbone>`` exists."""
+        """Whether the method has a model of ``backbone``."""
         return True
 
     def model_kwargs(self, cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
-        """The method's ``create_model`` keyword arguments for a training config."""
-        return {}
+        """The method's ``create_model`` keyword arguments for a training config: its model
+        options as configured (a method adds what the data decides)."""
+        return cfg.options.to_dict()
+
+    def loss(self, cfg: TrainConfig, steps_per_epoch: int) -> Loss:
+        """The run's whole objective: :meth:`build_loss` with the shared levers attached."""
+        loss = self.build_loss(cfg, cfg.epochs * steps_per_epoch)
+        loss.levers = Levers.of(cfg.loss, steps_per_epoch)
+        return loss
 
     def check_config(self, cfg: TrainConfig) -> None:
         """Refuse config options that do not fit the method (one-line ValueError)."""

@@ -30,8 +30,9 @@ from ..distributed.batch_stats import batch_means
 from ..execution.forcing import force_gates
 from ..network.gate import Gate, GateDecision
 from ..network.gumbel import on_gates
-from ..network.routing import Routing, execution_rates
-from .base import EpochSetup, Loss, LossConfig, LossOutput, Method, MethodOptions
+from ..network.routing import MACS_SCOPES, Routing, execution_rates
+from .base import EpochSetup, GumbelGates, Loss, LossConfig, LossOutput, Method, SubBlocks
+from .objective import flops_loss
 
 if TYPE_CHECKING:
     from ..data import DataBundle
@@ -156,23 +157,33 @@ class DMNNController(Gate):
 
 
 @dataclass(frozen=True)
-class DMNNOptions(MethodOptions):
-    """Keyword arguments of every ``dmnn_*`` model.
+class DMNNOptions(SubBlocks, GumbelGates):
+    """Every option of DMNN: the keyword arguments of every ``dmnn_*`` model (N, d, the
+    previous-state input, K, τ, the gates' initial bias) and, ``model=False``, its training
+    specifics and its loss terms (eqns 9–16) with our two routing guards."""
 
-    num_sub_blocks: N, sub-blocks per residual block.
-    hidden_dim: d, controller hidden width.
-    prev_state: feed the previous controller's h into the next (eqn 7); off for the ablation.
-    num_categories: K, coarse categories for the controllers' category heads; 0 turns them off.
-    tau: Gumbel-softmax temperature in training.
-    gate_bias: initial on-minus-off logit of every gate (positive = start mostly on).
-    """
-
-    num_sub_blocks: int = option(2, min=1)
-    hidden_dim: int = option(32, min=1)
-    prev_state: bool = True
-    num_categories: int = option(0, min=0)
-    tau: float = option(1.0, min=0.0, lo_open=True)
-    gate_bias: float = 2.0
+    hidden_dim: int = option(32, min=1, help="DMNN: controller hidden width d.")
+    prev_state: bool = option(True, help="DMNN: controller previous-state input (ablation).")
+    num_categories: int = option(0, min=0, cli=False)  # K: from the data's category map
+    gate_warmup_epochs: int = option(0, min=0, model=False, help=(
+        "DMNN: first epochs with every sub-block on (no gating)."))
+    exec_target: float | None = option(None, min=0.0, max=1.0, label="exec target e",
+                                       model=False, help=(
+        "DMNN: e, the target execution rate of eqn 12 (default: e = r, as in the paper)."))
+    alpha_ctg: float = option(1.0, min=0.0, model=False,
+                              help="DMNN: α1, weight of the category loss.")
+    ctg_base: float = option(1e-4, min=0.0, model=False,
+                             help="DMNN: α_l of the first stage (eqn 10).")
+    ctg_factor: float = option(10.0, min=0.0, model=False,
+                               help="DMNN: α_l growth per stage (eqn 10).")
+    category_supervision: bool = option(True, flag="--category-loss/--no-category-loss",
+                                        model=False, help="DMNN: category supervision (ablation).")
+    macs_scope: str = option("network", choices=MACS_SCOPES, model=False, help=(
+        "DMNN: network (default) | dynamic: what f_total covers."))
+    path_balance: float = option(0.0, min=0.0, model=False, help=(
+        "DMNN: weight of the per-sub-block rate term (0: the paper's loss)."))
+    dual_step: float = option(0.0, min=0.0, model=False, help=(
+        "DMNN: step of the MACs-ratio multiplier (0: the paper's loss)."))
 
     def make_gate(self, index: int, in_channels: int, num_sub_blocks: int, width: int) -> Gate:
         return DMNNController(
@@ -180,6 +191,10 @@ class DMNNOptions(MethodOptions):
             first=index == 0, num_categories=self.num_categories, tau=self.tau,
             gate_bias=self.gate_bias,
         )
+
+    def exec_rate_target(self, target_rate: float) -> float:
+        """e of eqn 12: ``exec_target``, else r."""
+        return target_rate if self.exec_target is None else self.exec_target
 
 
 def stage_weights(stages: Sequence[int], base: float = 1e-4, factor: float = 10.0) -> list[float]:
@@ -223,11 +238,6 @@ def path_balance_loss(gates: Sequence[Tensor | None], target: float) -> Tensor:
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
-def flops_loss(routing: Routing, target: float, scope: str = "network") -> Tensor:
-    """Eqn 14: (f / f_total − r)²."""
-    return (routing.macs_fraction(scope).float() - target) ** 2
-
-
 class DMNNLoss(Loss):
     """Eqn 16: α1·L_ctg + α2·(L_exec + L_flops) + α3·L_cls (L_cls only without gates).
 
@@ -238,8 +248,8 @@ class DMNNLoss(Loss):
     integrates the error until the mean ratio is r. λ is checkpointed (exact resume).
     """
 
-    def __init__(self, config: LossConfig) -> None:
-        self.config = config
+    def __init__(self, options: DMNNOptions, loss: LossConfig | None = None) -> None:
+        self.options, self.config = options, loss or LossConfig()
         self.dual: Tensor | float = 0.0  # λ (a float64 tensor on the device once training runs)
 
     def state_dict(self) -> dict[str, float]:
@@ -248,22 +258,22 @@ class DMNNLoss(Loss):
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.dual = float(state.get("dual", 0.0))
 
-    def __call__(
+    def terms(
         self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None
     ) -> LossOutput:
-        cfg = self.config
+        cfg, opts = self.config, self.options
         cls = F.cross_entropy(logits, labels)
         total = cfg.alpha_cls * cls
         parts = {"cls": cls.detach()}
         dynamic = bool(routing.gated_blocks)
         if dynamic:
-            e = cfg.exec_rate_target
+            e = opts.exec_rate_target(cfg.target_rate)
             l_exec = exec_loss(routing.gates, e)
-            l_flops = flops_loss(routing, cfg.target_rate, cfg.macs_scope)
+            l_flops = flops_loss(routing, cfg.target_rate, opts.macs_scope)
             res = l_exec + l_flops
             parts.update(exec=l_exec.detach(), flops=l_flops.detach())
-            if cfg.dual_step:
-                gap = routing.macs_fraction(cfg.macs_scope).float() - cfg.target_rate
+            if opts.dual_step:
+                gap = routing.macs_fraction(opts.macs_scope).float() - cfg.target_rate
                 dual = torch.as_tensor(self.dual, dtype=torch.float64, device=gap.device)
                 res = res + dual.to(gap.dtype) * gap
                 parts["dual"] = dual.detach().clone()
@@ -271,19 +281,19 @@ class DMNNLoss(Loss):
                 # kept on the device: no host sync per step
                 if logits.requires_grad and any(g is not None and g.requires_grad
                                                 for g in routing.gates):
-                    self.dual = dual + cfg.dual_step * gap.detach().double()
-            if cfg.path_balance:
+                    self.dual = dual + opts.dual_step * gap.detach().double()
+            if opts.path_balance:
                 l_bal = path_balance_loss(routing.gates, e)
-                res = res + cfg.path_balance * l_bal
+                res = res + opts.path_balance * l_bal
                 parts["balance"] = l_bal.detach()
             total = total + cfg.alpha_res * res
         has_heads = any(c is not None for c in routing.category_logits)
-        if dynamic and cfg.category_supervision and has_heads:
+        if dynamic and opts.category_supervision and has_heads:
             if categories is None:
                 raise ValueError("category supervision needs category labels for the batch")
-            weights = stage_weights(routing.stages, cfg.ctg_base, cfg.ctg_factor)
+            weights = stage_weights(routing.stages, opts.ctg_base, opts.ctg_factor)
             l_ctg = category_loss(routing.category_logits, weights, categories)
-            total = total + cfg.alpha_ctg * l_ctg
+            total = total + opts.alpha_ctg * l_ctg
             parts["ctg"] = l_ctg.detach()
         parts["total"] = total.detach()
         return LossOutput(total=total, parts=parts)
@@ -292,39 +302,36 @@ class DMNNLoss(Loss):
 class DMNN(Method):
     """``dmnn_*``: N sub-blocks per block, a controller per block (§3)."""
 
-    family = "dmnn"
-    prefix = "dmnn"
+    name = "dmnn"
     options = DMNNOptions
-    owns = ("gate_warmup_epochs",)
     doc = "DMNN variant (N sub-blocks)"
 
     def model_kwargs(self, cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
-        return {
-            "num_sub_blocks": cfg.num_sub_blocks, "hidden_dim": cfg.hidden_dim,
-            "prev_state": cfg.prev_state,
-            "num_categories": data.num_categories if cfg.loss.category_supervision else 0,
-            "tau": cfg.tau, "gate_bias": cfg.gate_bias,
-        }
+        """The configured model options; K from the data's categories (0 without category
+        supervision: no category heads)."""
+        return {**cfg.options.to_dict(), "num_categories":
+                data.num_categories if cfg.options.category_supervision else 0}
 
     def check_config(self, cfg: TrainConfig) -> None:
-        if cfg.gate_warmup_epochs and not 0 < cfg.gate_warmup_epochs < cfg.epochs:
+        warmup = cfg.options.gate_warmup_epochs
+        if warmup and not 0 < warmup < cfg.epochs:
             raise ValueError(f"gate_warmup_epochs must be in [0, epochs), got "
-                             f"{cfg.gate_warmup_epochs} with {cfg.epochs} epochs")
+                             f"{warmup} with {cfg.epochs} epochs")
 
     def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
-        return DMNNLoss(cfg.loss)
+        return DMNNLoss(cfg.options, cfg.loss)
 
     def uses_categories(self, cfg: TrainConfig) -> bool:
-        return cfg.loss.category_supervision
+        return cfg.options.category_supervision
 
     def calibration_metric(self, cfg: TrainConfig) -> str:
         """The MACs ratio that the resource loss holds at r, over ``macs_scope``."""
-        return "macs_ratio" if cfg.loss.macs_scope == "network" else "macs_ratio_dynamic"
+        return "macs_ratio" if cfg.options.macs_scope == "network" else "macs_ratio_dynamic"
 
     def epoch_setup(self, model: DynamicNet, cfg: TrainConfig, epoch: int) -> EpochSetup:
         """Gate warm-up: every sub-block trains before the gates start choosing between them
         (forced gates carry no gradient, so λ holds still too)."""
-        if epoch < cfg.gate_warmup_epochs:
+        if epoch < cfg.options.gate_warmup_epochs:
             return EpochSetup(forward=lambda: force_gates(model, "on"))
         return EpochSetup()
 

@@ -108,8 +108,13 @@ class DRNetRouter(Gate):
 class DRNetOptions(MethodOptions):
     """Keyword arguments of every ``drnet_*`` model."""
 
-    router_hidden: int = option(16, min=1)
-    beta: float = option(10.0, min=0.0, lo_open=True)
+    router_hidden: int = option(16, min=1, help="DRNet: router hidden width.")
+    beta: float = option(10.0, min=0.0, lo_open=True, help=(
+        "DRNet: β, the sharpening of eqn 3's execute probability."))
+    copies: int = option(2, min=1, model=False, help=(
+        "DRNet: augmented copies of every training sample (M)."))
+    router_finetune_epochs: int | None = option(None, min=0, model=False, help=(
+        "DRNet: last epochs trained with hard, frozen routers (default 20 %)."))
 
     def make_gate(self, index: int, in_channels: int, num_sub_blocks: int, width: int) -> Gate:
         return DRNetRouter(in_channels, self.router_hidden, self.beta)
@@ -177,7 +182,7 @@ class DRNetLoss(Loss):
     def load_state_dict(self, state: dict) -> None:
         self.mu = float(state["mu"])
 
-    def __call__(
+    def terms(
         self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None
     ) -> LossOutput:
         cls = F.cross_entropy(logits, labels)
@@ -213,14 +218,12 @@ def set_hard_routing(model: nn.Module, hard: bool) -> int:
 class DRNet(Method):
     """``drnet_*``: one router per block, M augmented copies, router-frozen fine-tuning."""
 
-    family = "drnet"
-    prefix = "drnet"
+    name = "drnet"
     options = DRNetOptions
-    owns = ("router_finetune_epochs",)
     doc = "DRNet variant (one router per block)"
 
     def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
-        return DRNetLoss(cfg.loss.target_rate, copies=cfg.copies)
+        return DRNetLoss(cfg.loss.target_rate, copies=cfg.options.copies)
 
     def unused_parameters(self, cfg: TrainConfig) -> bool:
         """Frozen routers in fine-tuning; under hard routing a block no row of a rank takes."""
@@ -228,7 +231,7 @@ class DRNet(Method):
 
     def train_copies(self, cfg: TrainConfig) -> int:
         """Eqns 5–6 compare the M augmented copies of every sample within a batch."""
-        return cfg.copies
+        return cfg.options.copies
 
     def calibration_metric(self, cfg: TrainConfig) -> str:
         """μ adapts to the network MACs fraction, so calibration holds that at r."""
@@ -238,12 +241,12 @@ class DRNet(Method):
     def router_finetune(cfg: TrainConfig) -> int:
         """Epochs at the end of the schedule trained with hard, frozen routers (§3.4): the
         configured number, else 20 % of the epochs (at least 1; none for a one-epoch run)."""
-        if cfg.router_finetune_epochs is not None:
-            return cfg.router_finetune_epochs
+        if cfg.options.router_finetune_epochs is not None:
+            return cfg.options.router_finetune_epochs
         return 0 if cfg.epochs < 2 else max(1, round(0.2 * cfg.epochs))
 
     def check_config(self, cfg: TrainConfig) -> None:
-        n = cfg.router_finetune_epochs
+        n = cfg.options.router_finetune_epochs
         if n is not None and not 0 <= n < cfg.epochs:
             raise ValueError(f"router_finetune_epochs must be an integer in [0, epochs), got "
                              f"{n!r} with {cfg.epochs} epochs")

@@ -208,7 +208,8 @@ class LCGate(Gate):
 class LCOptions(MethodOptions):
     """Keyword arguments of every ``lcnet_*`` model."""
 
-    leak: float = option(0.01, min=0.0, max=1.0, hi_open=True)
+    leak: float = option(0.01, min=0.0, max=1.0, hi_open=True, help=(
+        "LC-Net: slope of the leaky ReLU-1 on the saliences below 0."))
 
     def make_gate(self, index: int, in_channels: int, num_sub_blocks: int, width: int) -> Gate:
         return LCGate(in_channels, width, self.leak)
@@ -263,7 +264,7 @@ class LCLoss(Loss):
         per_block = [(s.abs() if lam >= 0 else s).mean() for s in saliences]
         return torch.stack(per_block).mean()
 
-    def __call__(
+    def terms(
         self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None
     ) -> LossOutput:
         cls = F.cross_entropy(logits, labels)
@@ -285,8 +286,7 @@ class LCLoss(Loss):
 class LCNet(Method):
     """``lcnet_*``: block and channel saliences on the ResNet backbones."""
 
-    family = "lcnet"
-    prefix = "lcnet"
+    name = "lcnet"
     options = LCOptions
     doc = "LC-Net variant (block and channel saliences)"
 

@@ -9,11 +9,14 @@ from .base import Method, NoGate
 class Static(Method):
     """``resnet56``, ``mobilenetv2``, ...: the network a user would otherwise deploy."""
 
-    family = "static"
-    prefix = None
+    name = "static"
     options = NoGate
     gated = False
     doc = "Static backbone"
+
+    def model_name(self, backbone: str) -> str:
+        """The backbone's own name: ``resnet56`` is the static ResNet-56."""
+        return backbone
 
 
 METHOD = Static()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..checks import option
-from .base import Method, MethodOptions
+from .base import Method, SubBlocks
 
 if TYPE_CHECKING:
     from ..data import DataBundle
@@ -21,12 +21,13 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class TwinOptions(MethodOptions):
+class TwinOptions(SubBlocks):
     """The same N sub-blocks as ``dmnn_*``, no controllers; the first ``keep_sub_blocks``
     of them in every block (0: all N)."""
 
-    num_sub_blocks: int = option(2, min=1)
-    keep_sub_blocks: int = option(0, min=0)
+    keep_sub_blocks: int = option(0, min=0, help=(
+        "Twin: keep the first k of the N sub-blocks in every block, a static net at about k/N "
+        "of the blocks' MACs (0: all N)."))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -50,23 +51,10 @@ class TwinOptions(MethodOptions):
 class Twin(Method):
     """``twin_*``: what DMNN costs with every sub-block on and no controllers."""
 
-    family = "twin"
-    prefix = "twin"
+    name = "twin"
     options = TwinOptions
     gated = False
-    owns = ("keep_sub_blocks",)
     doc = "Static twin (N always-on sub-blocks)"
-
-    def model_kwargs(self, cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"num_sub_blocks": cfg.num_sub_blocks}
-        if cfg.keep_sub_blocks:
-            kwargs["keep_sub_blocks"] = cfg.keep_sub_blocks
-        return kwargs
-
-    def check_config(self, cfg: TrainConfig) -> None:
-        if cfg.keep_sub_blocks > cfg.num_sub_blocks:
-            raise ValueError(f"keep_sub_blocks must be at most --sub-blocks "
-                             f"({cfg.num_sub_blocks}), got {cfg.keep_sub_blocks}")
 
 
 METHOD = Twin()

@@ -2,9 +2,13 @@
 
 Every option is declared once, as a field with :func:`dmnn.checks.option` metadata (type, default,
 help, range): validation, ``dmnn train``'s flags and the ``--resume`` rules are all generated from
-these declarations. The loss settings are nested (``cfg.loss``, a
-:class:`~dmnn.methods.base.LossConfig`) but spelled flat in YAML files, on the command line and in
-``config.yaml``, so files written before the nesting still load.
+these declarations. The common options are :class:`TrainConfig`'s own; two sections are nested:
+the shared loss settings (``cfg.loss``, a :class:`~dmnn.methods.objective.LossConfig`) and the
+active method's options (``cfg.options``, the method's own
+:class:`~dmnn.methods.base.MethodOptions`). Both are spelled flat in YAML files, on the command
+line and in ``config.yaml`` (``loss:`` or a section named after the method, ``dmnn:``, nest them
+too), so files written before the nesting still load. An option of another method than the
+model's is refused with the name of the method that owns it.
 """
 
 from __future__ import annotations
@@ -13,15 +17,19 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..checks import check_fields, field_types, option
 from ..distributed.group import BACKENDS
-from ..methods.base import LossConfig, Method
+from ..methods.base import MethodOptions
+from ..methods.objective import LossConfig
 from ..registry import list_methods, list_models, method_of, native_input_size
 from .precision import AMP_MODES
+
+if TYPE_CHECKING:
+    from ..methods.base import Method
 
 SCHEDULES = ("cosine", "multistep")
 
@@ -50,28 +58,14 @@ ALIASES = {"sub_blocks": "num_sub_blocks"}
 class TrainConfig:
     """Everything a run depends on; saved as ``config.yaml`` in the output folder."""
 
-    # model and gates
+    # model and gates (the method's own options: ``options``)
     model: str = option("dmnn_resnet20", help="Model name (see `dmnn models`).")
-    num_sub_blocks: int = option(2, min=1, flag="--sub-blocks",
-                                 help="N: sub-blocks per block (dmnn_*, twin_*).")
-    keep_sub_blocks: int = option(0, min=0, help=(
-        "Twin: keep the first k of the N sub-blocks in every block, a static net at about k/N "
-        "of the blocks' MACs (0: all N)."))
-    hidden_dim: int = option(32, min=1, help="DMNN: controller hidden width d.")
-    prev_state: bool = option(True, help="DMNN: controller previous-state input (ablation).")
-    tau: float = option(1.0, min=0.0, lo_open=True, help="Gumbel temperature (dmnn_*, aig_*).")
-    gate_bias: float = option(2.0, help="Initial on-minus-off logit of every gate "
-                                        "(dmnn_*, aig_*; positive: start mostly on).")
     gate_noise: float = option(1.0, min=0.0, help=(
         "Gumbel noise scale before it anneals (0: noise-free straight-through gates)."))
     noise_anneal_from: float = option(0.5, min=0.0, max=1.0, help=(
         "Fraction of training after which the Gumbel noise decays."))
     noise_final: float = option(0.0, min=0.0, max=1.0, help=(
         "Gumbel noise scale at the last epoch (1.0 with --noise-anneal-from 1: the paper)."))
-    gate_warmup_epochs: int = option(0, min=0, help=(
-        "DMNN: first epochs with every sub-block on (no gating)."))
-    router_finetune_epochs: int | None = option(None, min=0, help=(
-        "DRNet: last epochs trained with hard, frozen routers (default 20 %)."))
     calibrate_gates: bool = option(True, flag="--calibrate/--no-calibrate", resume=True, help=(
         "After training, shift the gate thresholds so the eval-mode ratio meets r "
         "(every dynamic method; default on)."))
@@ -81,22 +75,10 @@ class TrainConfig:
         "Gate calibration leaves the thresholds as trained when the eval-mode ratio is already "
         "within this of r (a settled gate moves only by flipping many images at once); "
         "0: always calibrate to within 0.002."))
-    distill: float = option(0.0, min=0.0, help=(
-        "In-place distillation weight: every step also trains the all-on network on the labels, "
-        "and its logits teach the gated one (KL); 0: off. Gated models."))
-    gate_entropy: float = option(0.0, min=0.0, help=(
-        "Weight of the gates' mean binary entropy (pushes each gate to decide per image); "
-        "0: off. Gated models."))
-    gate_entropy_warmup: float = option(0.0, min=0.0, help=(
-        "Epochs over which the gate-entropy weight ramps linearly (per step) from 0 to "
-        "--gate-entropy: the gates first train with the guards alone, then are pushed to "
-        "decide; 0: the full weight from the first step."))
     gate_weight_decay: float | None = option(None, min=0.0, help=(
         "Weight decay of the gates' own parameters (controllers, gate FCs); default: "
         "--weight-decay. Decay pulls every on/off logit toward 0, an undecided gate. Gated "
         "models."))
-    distill_temperature: float = option(1.0, min=0.0, lo_open=True, help=(
-        "Softmax temperature of the in-place distillation KL."))
     init_from: str | None = option(None, help=(
         "Warm start: initialise from a checkpoint's weights (every tensor whose name and shape "
         "match, e.g. a twin_* run for dmnn_*, the static backbone for aig_*)."))
@@ -113,7 +95,6 @@ class TrainConfig:
     image_size: int | None = option(None, min=8, help=(
         "imagefolder: image side in pixels (default: the model's own input, 32 for the CIFAR "
         "backbones, 224 for the ImageNet ones; up to 64 px CIFAR-style augmentation)."))
-    copies: int = option(2, min=1, help="DRNet: augmented copies of every training sample (M).")
     max_train_samples: int | None = option(None, min=1, help="Use only this many training images.")
     max_test_samples: int | None = option(None, min=1, help="Use only this many test images.")
     # optimisation (§4.1)
@@ -131,8 +112,9 @@ class TrainConfig:
         "multistep: epochs where the learning rate drops (repeat the flag)."))
     gamma: float = option(0.1, min=0.0, help="multistep: learning-rate factor at each milestone.")
     warmup_epochs: int = option(0, min=0, help="Epochs of linear learning-rate warm-up.")
-    # losses (eqn 16)
+    # losses (eqn 16) and the active method's options
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    options: MethodOptions = dataclasses.field(default=None)  # type: ignore[assignment]
     # run
     seed: int = option(0, min=0, help="Random seed.")
     device: str = option("cpu", resume=True, help="cpu | cuda | auto")
@@ -150,6 +132,10 @@ class TrainConfig:
         "torchrun: seconds a rank waits for the others before it fails (a peer died)."))
     preset: str | None = option(None, cli=False)
 
+    def __post_init__(self) -> None:
+        if self.options is None:  # the model's method's defaults
+            self.options = self.method.options() if self.model in list_models() else None
+
     @property
     def target_rate(self) -> float:
         """r, the run's compute target (``loss.target_rate``)."""
@@ -165,51 +151,96 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Types and ranges of every field, then the rules between fields and the method's own."""
+        check_model(self.model)
         check_fields(self)
-        if self.model not in list_models():
-            raise ValueError(f"unknown model {self.model!r}: see `dmnn models`")
+        if type(self.options) is not self.method.options:
+            raise ValueError(f"options of {self.model} must be {self.method.options.__name__}, "
+                             f"got {type(self.options).__name__}")
         if self.schedule == "multistep" and not self.milestones:
             raise ValueError("schedule 'multistep' needs milestones (epochs where lr drops)")
         method = self.method
-        if self.distill and not method.gated:
+        if self.loss.distill and not method.gated:
             raise ValueError(f"--distill needs a gated model (its all-on network is the "
                              f"teacher): {self.model} has no gates")
         if self.gate_weight_decay is not None and not method.gated:
             raise ValueError(f"--gate-weight-decay needs a gated model: {self.model} has no gates")
-        if self.gate_entropy and not method.gated:
+        if self.loss.gate_entropy and not method.gated:
             raise ValueError(f"--gate-entropy needs a gated model: {self.model} has no gates")
-        if self.gate_entropy_warmup and not self.gate_entropy:
+        warmup = self.loss.gate_entropy_warmup
+        if warmup and not self.loss.gate_entropy:
             raise ValueError("--gate-entropy-warmup ramps --gate-entropy, which is 0: set "
                              "--gate-entropy too")
-        if self.gate_entropy_warmup > self.epochs:
-            raise ValueError(f"--gate-entropy-warmup ({self.gate_entropy_warmup:g} epochs) is "
+        if warmup > self.epochs:
+            raise ValueError(f"--gate-entropy-warmup ({warmup:g} epochs) is "
                              f"longer than --epochs ({self.epochs}): shorten it")
-        for other in list_methods():
-            for name in other.owns if other is not method else ():
-                if getattr(self, name):
-                    raise ValueError(f"{name} applies to {other.prefix}_* models only")
         method.check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """Flat, as in ``config.yaml`` and checkpoints (the loss fields beside the others)."""
-        flat = dataclasses.asdict(self)
-        flat.update(flat.pop("loss"))
-        return flat
+        """Flat, as in ``config.yaml`` and checkpoints (the loss fields and the method's options
+        beside the others)."""
+        flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in SECTIONS}
+        flat.update(dataclasses.asdict(self.loss))
+        flat.update({k: getattr(self.options, k) for k in self.options.config_names()})
+        return _copy(flat)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """From flat (or ``loss:``-nested) options; unknown names raise ValueError."""
+    def from_dict(cls, values: Mapping[str, Any], *, saved: bool = False) -> TrainConfig:
+        """From flat (or ``loss:`` / ``<method>:``-nested) options; unknown names raise
+        ValueError, and so do another method's options, except in a ``saved`` config (written
+        by a version that saved every method's options for every model: they are dropped)."""
         values = normalize(values)
-        nested = values.pop("loss", None) or {}
-        if not isinstance(nested, Mapping):
-            raise ValueError("config option 'loss' must be a mapping of loss options")
+        model = values.get("model", cls.model)
+        check_model(model)
+        method = method_of(model)
+        loss = _section(values, "loss")
+        opts = _section(values, method.name)
         loss_names = {f.name for f in dataclasses.fields(LossConfig)}
-        own = {f.name for f in dataclasses.fields(cls)} - {"loss"}
-        unknown = sorted(set(values) - own - loss_names) + sorted(set(nested) - loss_names)
+        opt_names = set(method.options.config_names())
+        own = {f.name for f in dataclasses.fields(cls)} - set(SECTIONS)
+        for key in list(values):
+            if key in loss_names:
+                loss[key] = values.pop(key)
+            elif key in opt_names:
+                opts[key] = values.pop(key)
+        foreign = {k: owners for k in values if k not in own and (owners := owners_of(k))}
+        if foreign and not saved:
+            key = sorted(foreign)[0]
+            raise ValueError(f"{key} is an option of {' and '.join(foreign[key])} models, not "
+                             f"of {model}: drop it (or pick such a model)")
+        unknown = sorted(set(values) - own - set(foreign)) + sorted(set(loss) - loss_names) \
+            + sorted(set(opts) - opt_names)
         if unknown:
             raise ValueError(f"unknown config option {unknown[0]!r}: see `dmnn train --help`")
-        loss = {**normalize(nested), **{k: v for k, v in values.items() if k in loss_names}}
-        return cls(**{k: v for k, v in values.items() if k in own}, loss=LossConfig(**loss))
+        return cls(**{k: v for k, v in values.items() if k in own}, loss=LossConfig(**loss),
+                   options=method.options(**opts))
+
+
+SECTIONS = ("loss", "options")
+"""The nested sections of :class:`TrainConfig` (flat in files and on the command line)."""
+
+
+def _copy(flat: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of the plain values (lists), so a saved dict never aliases the config."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in flat.items()}
+
+
+def _section(values: dict[str, Any], name: str) -> dict[str, Any]:
+    """The nested mapping ``name:`` of a config, popped from ``values`` (empty if absent)."""
+    nested = values.pop(name, None) or {}
+    if not isinstance(nested, Mapping):
+        raise ValueError(f"config option {name!r} must be a mapping of {name} options")
+    return normalize(nested)
+
+
+def check_model(model: Any) -> None:
+    if not isinstance(model, str) or model not in list_models():
+        raise ValueError(f"unknown model {model!r}: see `dmnn models`")
+
+
+def owners_of(name: str) -> list[str]:
+    """The registered methods that declare option ``name`` (``<method>_*``)."""
+    return [f"{m.model_name('*')}" for m in list_methods() if name in m.options.config_names()]
 
 
 def normalize(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -235,12 +266,15 @@ class OptionInfo:
 
 
 def options() -> Iterator[OptionInfo]:
-    """Every option of :class:`TrainConfig`, the loss settings flattened in place."""
-    for cls in (TrainConfig, LossConfig):
+    """Every option of :class:`TrainConfig`, the loss settings and every registered method's
+    options flattened in place (an option two methods share, such as N, once)."""
+    seen: set[str] = set()
+    for cls in (TrainConfig, LossConfig, *(m.options for m in list_methods())):
         hints = field_types(cls)
         for f in dataclasses.fields(cls):
-            if f.name == "loss":
+            if f.name in SECTIONS or f.name in seen or not f.metadata.get("cli", True):
                 continue
+            seen.add(f.name)
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
             yield OptionInfo(f.name, hints[f.name], default, f.metadata)
 
@@ -294,10 +328,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_config(
-    preset: str | None = None, file: str | Path | None = None, overrides: dict | None = None
+    preset: str | None = None, file: str | Path | None = None, overrides: dict | None = None,
+    *, saved: bool = False,
 ) -> TrainConfig:
     """Defaults < preset (from the argument or the file's ``preset:``) < recipe < file <
-    overrides."""
+    overrides. A preset's or recipe's option of a method other than the model's is left out
+    (they set DMNN's guards for every model); ``saved``: ``file`` is a run's own config.yaml."""
     from_file = load_yaml(file) if file is not None else {}
     name = preset or from_file.get("preset")
     values: dict[str, Any] = {}
@@ -311,8 +347,12 @@ def resolve_config(
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     values.update(RECIPES.get(recipe, {}))
+    model = given.get("model", from_file.get("model", values.get("model", TrainConfig.model)))
+    if model in list_models():
+        mine = set(method_of(model).options.config_names())
+        values = {k: v for k, v in values.items() if k in mine or not owners_of(k)}
     values.update(from_file)
     values.update(given)
-    cfg = TrainConfig.from_dict(values)
+    cfg = TrainConfig.from_dict(values, saved=saved)
     cfg.validate()
     return cfg

@@ -11,6 +11,7 @@ import json
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,6 @@ from .checkpoint import (
 from .config import TrainConfig, resolve_config
 from .data import load_run_data, say
 from .device import pick_device
-from .levers import distill_loss, gate_entropy_loss, ramp
 from .precision import Precision
 from .schedule import lr_factor
 
@@ -167,7 +167,7 @@ class Trainer:
         self.steps_per_epoch = len(self.data.train)
         if self.steps_per_epoch == 0:
             raise ValueError("the training split is smaller than one batch: lower --batch-size")
-        self.loss = cfg.method.build_loss(cfg, cfg.epochs * self.steps_per_epoch)
+        self.loss = cfg.method.loss(cfg, self.steps_per_epoch)  # the whole objective
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
         )
@@ -260,7 +260,9 @@ class Trainer:
 
     def load_last(self, repair: bool = True) -> None:
         meta, tensors = read_checkpoint(self.last_path, repair=repair)
-        if meta["model"] != self.cfg.model or meta["model_kwargs"] != self.model_kwargs:
+        defaults = type(self.cfg.options)().to_dict()  # an older run recorded fewer options
+        if meta["model"] != self.cfg.model or (
+                {**defaults, **meta["model_kwargs"]} != {**defaults, **self.model_kwargs}):
             raise TrainingError(
                 f"{self.last_path} was trained as {meta['model']} {meta['model_kwargs']}, "
                 f"not {self.cfg.model} {self.model_kwargs}"
@@ -338,15 +340,8 @@ class Trainer:
                 with setup.forward(), precision.autocast():
                     logits, routing = self.net(x, return_routing=True)
                 logits = logits.float()  # the loss and its bookkeeping in fp32
-                out = self.loss(logits, routing, y, c)
-                if cfg.gate_entropy:
-                    entropy = gate_entropy_loss(routing.probs)
-                    weight = ramp(cfg.gate_entropy, self.state.step,
-                                  cfg.gate_entropy_warmup * self.steps_per_epoch)
-                    out.total = out.total + weight * entropy
-                    out.parts.update(gate_entropy=entropy.detach(), total=out.total.detach())
-                if cfg.distill:
-                    self.add_distillation(out, logits, x, y, setup)
+                out = self.loss(logits, routing, y, c, step=self.state.step,
+                                teacher=partial(self.teacher, x, setup))
             if i % every == 0 and not torch.isfinite(out.total):
                 last = (f"the last good checkpoint is {self.last_path}" if self.has_checkpoint()
                         else "no epoch had finished, so there is no checkpoint")
@@ -383,17 +378,11 @@ class Trainer:
         result.update(setup.record)
         return result
 
-    def add_distillation(self, out: Any, logits: torch.Tensor, x: torch.Tensor,
-                         y: torch.Tensor, setup: Any) -> None:
-        """In-place distillation (``--distill``, :mod:`dmnn.train.levers`): the all-on network
-        learns from ``y`` and teaches the gated logits, in this step's loss."""
+    def teacher(self, x: torch.Tensor, setup: Any) -> torch.Tensor:
+        """The all-on network's logits for ``x`` (in-place distillation's teacher,
+        :mod:`dmnn.methods.objective`): the gates forced on, their cost real."""
         with setup.forward(), force_gates(self.model, "on"), self.precision.autocast():
-            teacher = self.net(x).float()
-        teacher_cls = torch.nn.functional.cross_entropy(teacher, y)
-        kd = distill_loss(logits, teacher, self.cfg.distill_temperature)
-        out.total = out.total + teacher_cls + self.cfg.distill * kd
-        out.parts.update(teacher_cls=teacher_cls.detach(), distill=kd.detach(),
-                         total=out.total.detach())
+            return self.net(x).float()
 
     def evaluate(self) -> dict[str, Any]:
         if self.dist is not None:
@@ -539,4 +528,4 @@ def resume_config(out: str | Path, overrides: dict[str, Any] | None = None) -> T
     path = Path(out) / "config.yaml"
     if not path.is_file():
         raise TrainingError(f"--resume: {path} not found: is {out} a dmnn training folder?")
-    return resolve_config(None, path, overrides)
+    return resolve_config(None, path, overrides, saved=True)

@@ -1,0 +1,143 @@
+"""The training objective's shared parts, in one module: the loss settings every method reads
+(:class:`LossConfig`), the levers the harness adds to any gated method's loss (``--distill``,
+``--gate-entropy``: :class:`Levers`) and the MACs budget (eqn 14, :func:`flops_loss`).
+
+A method's :class:`~dmnn.methods.base.Loss` computes its own terms; the base class adds the
+levers to them, so the whole objective of a step comes out of one call and the engine sums
+nothing itself.
+
+In-place distillation (slimmable / dynamic-slimmable networks): in the same training step the
+all-on network learns from the labels and its logits teach the gated network.
+
+Why: a gated network trained from scratch sees each sub-block on only part of the time and each
+image through one sampled subnetwork; the all-on network's soft predictions are a denser target
+than the one-hot label, and training the all-on network keeps every sub-block useful. The
+teacher runs with the gates forced on (their decisions replaced, their cost real); its logits
+are detached in the KL, so the student does not pull the teacher toward itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..checks import check_fields, check_rate, option
+from ..network.routing import Routing
+
+
+@dataclass
+class LossConfig:
+    """The loss settings common to every method (``TrainConfig.loss``): the target r, eqn 16's
+    shared weights and the levers. A method's own loss terms are its options
+    (:class:`~dmnn.methods.base.MethodOptions`)."""
+
+    target_rate: float = option(0.5, check=check_rate, label="target rate r",
+                                help="r: target MACs ratio in (0, 1].")
+    alpha_res: float = option(1.0, min=0.0, help="α2, weight of the resource loss.")
+    alpha_cls: float = option(1.0, min=0.0, help="α3, weight of the classification loss.")
+    distill: float = option(0.0, min=0.0, help=(
+        "In-place distillation weight: every step also trains the all-on network on the labels, "
+        "and its logits teach the gated one (KL); 0: off. Gated models."))
+    distill_temperature: float = option(1.0, min=0.0, lo_open=True, help=(
+        "Softmax temperature of the in-place distillation KL."))
+    gate_entropy: float = option(0.0, min=0.0, help=(
+        "Weight of the gates' mean binary entropy (pushes each gate to decide per image); "
+        "0: off. Gated models."))
+    gate_entropy_warmup: float = option(0.0, min=0.0, help=(
+        "Epochs over which the gate-entropy weight ramps linearly (per step) from 0 to "
+        "--gate-entropy: the gates first train with the guards alone, then are pushed to "
+        "decide; 0: the full weight from the first step."))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass
+class LossOutput:
+    total: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)  # detached, for logging
+
+
+def flops_loss(routing: Routing, target: float, scope: str = "network") -> Tensor:
+    """Eqn 14: (f / f_total − r)², the MACs budget."""
+    return (routing.macs_fraction(scope).float() - target) ** 2
+
+
+def distill_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
+    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), batch mean; the teacher is detached.
+
+    T² keeps the gradient's scale independent of T (Hinton et al. 2015)."""
+    t = temperature
+    target = F.log_softmax(teacher.detach().float() / t, dim=-1)
+    log_p = F.log_softmax(student.float() / t, dim=-1)
+    return F.kl_div(log_p, target, reduction="batchmean", log_target=True) * (t * t)
+
+
+def ramp(weight: float, step: int, warmup_steps: float) -> float:
+    """``weight`` scaled linearly from 0 at step 0 to full at ``warmup_steps`` (full if 0).
+
+    Why (``--gate-entropy-warmup``): with the entropy term from the first step the gates decide
+    before the sub-blocks have learned anything to decide between, and what they decide is the
+    same for every image; a guarded phase first lets per-image preferences form."""
+    if warmup_steps <= 0:
+        return weight
+    return weight * min(1.0, step / warmup_steps)
+
+
+def gate_entropy_loss(probs: Sequence[Tensor | None]) -> Tensor:
+    """Mean binary entropy H(p) = −p·ln p − (1 − p)·ln(1 − p) of every gate's on-probability,
+    averaged per block, then over the gated blocks.
+
+    Why: the rate terms hold a batch mean, which p_on = 1/2 for every image meets exactly; a gate
+    that undecided flips with the Gumbel noise (or with any small change of its input), so each
+    image trains a different random subnetwork, as with heavy stochastic depth. Penalising H
+    pushes each gate to decide per image while the rate terms keep the batch rate."""
+    terms = []
+    for p in probs:
+        if p is None:
+            continue
+        p = p.float().clamp(1e-6, 1 - 1e-6)
+        terms.append(-(p * p.log() + (1 - p) * (1 - p).log()).mean())
+    return torch.stack(terms).mean() if terms else torch.zeros(())
+
+
+@dataclass
+class Levers:
+    """The shared levers of a run, added to a method's own terms (:meth:`add`).
+
+    ``entropy_warmup_steps``: the gate-entropy ramp in training steps."""
+
+    gate_entropy: float = 0.0
+    entropy_warmup_steps: float = 0.0
+    distill: float = 0.0
+    distill_temperature: float = 1.0
+
+    @classmethod
+    def of(cls, loss: LossConfig, steps_per_epoch: int) -> Levers:
+        return cls(loss.gate_entropy, loss.gate_entropy_warmup * steps_per_epoch, loss.distill,
+                   loss.distill_temperature)
+
+    def add(self, out: LossOutput, logits: Tensor, routing: Routing, labels: Tensor, step: int,
+            teacher: Callable[[], Tensor] | None) -> LossOutput:
+        """``out`` with the gate-entropy term (ramped to ``step``) and, given the all-on
+        network's logits through ``teacher``, its own CE and the distillation KL."""
+        total = out.total
+        if self.gate_entropy:
+            entropy = gate_entropy_loss(routing.probs)
+            total = total + ramp(self.gate_entropy, step, self.entropy_warmup_steps) * entropy
+            out.parts["gate_entropy"] = entropy.detach()
+        if self.distill:
+            if teacher is None:
+                raise RuntimeError("in-place distillation needs the all-on network's logits")
+            teacher_logits = teacher()
+            teacher_cls = F.cross_entropy(teacher_logits, labels)
+            kd = distill_loss(logits, teacher_logits, self.distill_temperature)
+            total = total + teacher_cls + self.distill * kd
+            out.parts.update(teacher_cls=teacher_cls.detach(), distill=kd.detach())
+        out.total = total
+        out.parts["total"] = total.detach()
+        return out
