@@ -13,7 +13,7 @@ def test_models_json_lists_every_model_with_its_family():
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
     assert [r["name"] for r in rows] == dmnn.list_models()
-    assert {r["family"] for r in rows} == {"static", "dmnn", "twin", "aig", "drnet", "lcnet"}
+    assert {r["method"] for r in rows} == {"static", "dmnn", "twin", "aig", "drnet", "lcnet"}
 
 
 def test_summary_json_has_plain_integer_numbers_from_the_table():

@@ -117,7 +117,7 @@ CORE = ("train", "evaluation", "cli", "network", "execution", "registry.py", "ch
 
 
 def test_no_method_branches_or_ability_probes_outside_methods():
-    family_branch = re.compile(r"family\s*(==|!=|in\s|not\s+in)|model_family\([^)]*\)\s*(==|in)")
+    family_branch = re.compile(r"family\s*(==|!=|in\s|not\s+in)|model_method\([^)]*\)\s*(==|in)")
     probe = re.compile(r"\bhasattr\(")
     offenders = []
     for path in modules().values():

@@ -10,11 +10,11 @@ import torch
 
 from dmnn import create_model
 from dmnn.errors import CheckpointError
+from dmnn.methods.objective import distill_loss, gate_entropy_loss
 from dmnn.network.gate import gates_of
 from dmnn.network.gumbel import noise_schedule
 from dmnn.train.config import RECIPES, resolve_config
 from dmnn.train.engine import Trainer, param_groups, train
-from dmnn.methods.objective import distill_loss, gate_entropy_loss
 
 TINY = {
     "dataset": "digits", "batch_size": 32, "max_train_samples": 96, "max_test_samples": 64,

@@ -51,7 +51,7 @@ def test_table_agrees_with_flop_counter(name):
     model = dmnn.create_model(name).eval()
     size = model.default_input_size
     batch = 2 if size > 64 else 4
-    if dmnn.registry.model_family(name) == "lcnet":
+    if dmnn.registry.model_method(name) == "lcnet":
         batch = 1  # a batch computes the union of its rows' channels (tests/test_lcnet.py)
     x = torch.randn(batch, 3, size, size)
     specs = ["on", 0.5, "off"] if model.is_dynamic else ["on"]

@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if not dmnn.registry.model_family(args.model) == "lcnet":
+    if not dmnn.registry.model_method(args.model) == "lcnet":
         raise SystemExit(f"error: --model must be an lcnet_* model, got {args.model!r}")
     torch.set_num_threads(args.threads)
     model = dmnn.create_model(args.model).eval()

@@ -130,7 +130,8 @@ def method_of(name: str) -> Method:
     return _entry(name).method
 
 
-def model_family(name: str) -> str:
+def model_method(name: str) -> str:
+    """The name of a registered model's method (``aig_resnet56`` → ``aig``)."""
     return method_of(name).name
 
 

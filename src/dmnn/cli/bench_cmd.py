@@ -38,7 +38,7 @@ def bench_cmd(
 ) -> None:
     """Time the static backbone and the gated model (masked dense, sparse); report the ratios."""
     from ..evaluation.latency import bench, check_bench_args
-    from ..registry import model_family
+    from ..registry import model_method
 
     check_int("repeats", repeats, 1)
     check_int("warmup", warmup, 0)
@@ -55,7 +55,7 @@ def bench_cmd(
         return
     if model is None:
         raise ValueError("give a MODEL to benchmark (see `dmnn models`) or --checkpoint FILE")
-    model_family(model)  # unknown names fail here
+    model_method(model)  # unknown names fail here
     check_bench_args(model, rate, batch, input_size)
     kwargs = {"num_sub_blocks": sub_blocks} if sub_blocks is not None else {}
     bar = Progress(repeats + warmup)

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..evaluation.model_summary import build_model, summarize_model
-from ..registry import list_models, model_family
+from ..registry import list_models, model_method
 from .app import console, friendly, human, print_json
 
 
@@ -18,10 +18,10 @@ def models_cmd(
     """List registered models."""
     names = list_models()
     if as_json:
-        print_json([{"name": n, "family": model_family(n)} for n in names])
+        print_json([{"name": n, "method": model_method(n)} for n in names])
         return
     for n in names:
-        typer.echo(f"{n:24s} {model_family(n)}")
+        typer.echo(f"{n:24s} {model_method(n)}")
 
 
 def summary_cmd(

@@ -107,7 +107,7 @@ def _scatter(ax: Any, runs: Sequence[RunRecord], points: dict[str, tuple[float, 
              xlabel: str) -> None:
     by_method: dict[str, list[tuple[float, float]]] = {}
     for r in runs:
-        by_method.setdefault(r.family, []).append(points[r.name])
+        by_method.setdefault(r.method, []).append(points[r.name])
     for method, xy in sorted(by_method.items()):
         ax.scatter(*zip(*xy, strict=True), marker=MARKERS.get(method, "x"),
                    c=COLORS.get(method, "tab:purple"), s=60, label=method, zorder=3)

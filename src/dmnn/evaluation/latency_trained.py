@@ -17,7 +17,7 @@ from torch import Tensor
 from ..checks import check_int
 from ..execution.forcing import force_gates
 from ..network.dynamic_net import DynamicNet
-from ..registry import model_family
+from ..registry import model_method
 from .latency import median_ms, paired_ratio, static_backbone_for, timed_round
 
 
@@ -117,7 +117,7 @@ def bench_trained(
     macs_mean = torch.cat(macs).mean().item()
     static_full = static.macs_table(size).full
     out: dict[str, Any] = {
-        "model": name, "family": model_family(name), "batch": batch, "input_size": list(size),
+        "model": name, "method": model_method(name), "batch": batch, "input_size": list(size),
         "threads": torch.get_num_threads(), "repeats": repeats, "warmup": warmup,
         "channels_last": channels_last,
         "images": batch * repeats, "gates": "trained" if gated else "none",

@@ -42,8 +42,8 @@ class RunRecord:
         return str(self.metrics.get("model") or self.config.get("model", "?"))
 
     @property
-    def family(self) -> str:
-        return method_of(self.model).family if self.model in list_models() else "?"
+    def method(self) -> str:
+        return method_of(self.model).name if self.model in list_models() else "?"
 
     @property
     def dataset(self) -> str:

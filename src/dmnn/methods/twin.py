@@ -9,15 +9,13 @@ static point a DMNN at r ≈ k/N must beat (the static frontier, results/frontie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..checks import option
 from .base import Method, SubBlocks
 
 if TYPE_CHECKING:
-    from ..data import DataBundle
     from ..network.dynamic_net import DynamicNet
-    from ..train.config import TrainConfig
 
 
 @dataclass(frozen=True)
