@@ -31,7 +31,8 @@ def run(name: str, ctx, steps: int, lockstep: bool = True) -> dict:
     if name.startswith("dmnn"):
         kwargs.update(num_sub_blocks=2, num_categories=3, gate_bias=0.3)
     ref = create_model(name, **kwargs)
-    cfg = TrainConfig.from_dict({"model": name, "path_balance": 0.25, "dual_step": 0.5})
+    guards = {"path_balance": 0.25, "dual_step": 0.5} if name.startswith("dmnn") else {}
+    cfg = TrainConfig.from_dict({"model": name, **guards})
     ddp_model = convert_sync_batchnorm(copy.deepcopy(ref), ctx.device)
     ddp = DistributedDataParallel(ddp_model)
     models = {"ref": ref, "ddp": ddp_model}
