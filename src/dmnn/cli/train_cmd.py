@@ -136,8 +136,11 @@ class TrainCommand:
     __doc__ = train_cmd.__doc__
     __name__ = "train"
 
+    def __init__(self) -> None:
+        self.run = friendly(train_cmd)
+
     def __call__(self, **kwargs: Any) -> None:
-        friendly(train_cmd)(**kwargs)
+        self.run(**kwargs)
 
     @property
     def __signature__(self) -> inspect.Signature:

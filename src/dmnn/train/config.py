@@ -240,7 +240,7 @@ def check_model(model: Any) -> None:
 
 def owners_of(name: str) -> list[str]:
     """The registered methods that declare option ``name`` (``<method>_*``)."""
-    return [f"{m.model_name('*')}" for m in list_methods() if name in m.options.config_names()]
+    return [m.model_name("*") for m in list_methods() if name in m.options.config_names()]
 
 
 def normalize(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -272,7 +272,7 @@ def options() -> Iterator[OptionInfo]:
     for cls in (TrainConfig, LossConfig, *(m.options for m in list_methods())):
         hints = field_types(cls)
         for f in dataclasses.fields(cls):
-            if f.name in SECTIONS or f.name in seen or not f.metadata.get("cli", True):
+            if f.name in SECTIONS or f.name in seen:
                 continue
             seen.add(f.name)
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
