@@ -15,7 +15,14 @@ from dmnn.methods.aig import AIGGate
 from dmnn.methods.dmnn import DMNNController
 from dmnn.methods.drnet import DRNetRouter
 from dmnn.methods.lcnet import LCGate
-from dmnn.train.calibration import calibrate_gates, can_calibrate, measure
+from dmnn.train.calibration import (
+    CANDIDATES,
+    calibrate_gates,
+    can_calibrate,
+    greedy_offsets,
+    measure,
+    reestimate_bn,
+)
 from dmnn.train.checkpoint import CheckpointError, load_weights, read_checkpoint
 from dmnn.train.config import resolve_config
 from dmnn.train.engine import Trainer, train
@@ -238,34 +245,125 @@ TINY = {
 
 def test_training_ends_calibrated_and_keeps_the_trained_weights(tmp_path: Path):
     out = tmp_path / "run"
-    final = train(resolve_config(None, None, TINY), out, progress=False)
+    cfg = {**TINY, "calibration_max_cost": 1.0}  # any cost: a candidate is kept
+    final = train(resolve_config(None, None, cfg), out, progress=False)
     cal = final["calibration"]
-    assert cal["metric"] == "macs_ratio" and cal["samples"] == 128
+    assert cal["metric"] == "macs_ratio" and cal["samples"] == 128 and cal["images"] == "training"
+    assert cal["chosen"] in CANDIDATES and set(cal["candidates"]) == set(CANDIDATES)
+    kept = cal["candidates"][cal["chosen"]]
+    assert kept["cost"] == min(c["cost"] for c in cal["candidates"].values() if c["reached"])
     assert cal["uncalibrated"]["macs_ratio"] == json.loads(
         (out / "metrics.jsonl").read_text().splitlines()[-1])["test_macs_ratio"]
     assert json.loads((out / "metrics.json").read_text()) == final
-    # last.* keeps the trained weights; calibrated.* differs only in the gates' on-logit biases
+    # last.* keeps the trained weights; calibrated.* differs in the gates' on-logit biases, and
+    # in BN statistics only where the kept candidate re-estimated them
     _, last = read_checkpoint(out / "last.json")
     meta, calibrated = read_checkpoint(out / "calibrated.json")
     differ = sorted(k for k in last if k.startswith("model.")
                     and not torch.equal(last[k], calibrated[k]))
-    assert differ and all(k.endswith("fc_gate.bias") for k in differ)
-    for k in differ:
+    gates = [k for k in differ if k.endswith("fc_gate.bias")]
+    assert gates and all(k.endswith("fc_gate.bias") or (kept["bn"] and "running" in k
+                                                           or "num_batches" in k) for k in differ)
+    for k in gates:  # each gate's on-logits moved by its own offset, the off-logits not at all
         shift = (calibrated[k] - last[k]).view(-1, 2)
-        torch.testing.assert_close(shift[:, 1], torch.full_like(shift[:, 1], cal["offset"]))
         assert torch.all(shift[:, 0] == 0)
+        assert min(abs(shift[0, 1].item() - o) for o in kept["offsets"]) < 1e-3
+        torch.testing.assert_close(shift[:, 1], shift[:1, 1].expand_as(shift[:, 1]))
     assert meta["extra"]["metrics"]["macs_ratio"] == final["macs_ratio"]
     # finishing again (--resume on a finished run) starts from last.*: the same calibration
-    again = Trainer(resolve_config(None, None, TINY), out, progress=False).run(resume=True)
-    assert again["calibration"]["offset"] == cal["offset"] and again["top1"] == final["top1"]
+    again = Trainer(resolve_config(None, None, cfg), out, progress=False).run(resume=True)
+    assert again["calibration"]["chosen"] == cal["chosen"] and again["top1"] == final["top1"]
 
 
 def test_the_engine_passes_the_configured_slack(tmp_path: Path):
     final = train(resolve_config(None, None, {**TINY, "calibration_slack": 1.0}),
                   tmp_path / "run", progress=False)
     cal = final["calibration"]
-    assert cal["slack"] == 1.0 and cal["offset"] == 0.0 and cal["steps"] == 1
+    assert cal["chosen"] == "trained" and cal["candidates"] == {} and "within 1" in cal["reason"]
     assert final["macs_ratio"] == cal["uncalibrated"]["macs_ratio"]
+
+
+def test_a_miss_keeps_the_trained_gates_and_is_written_to_metrics_json(tmp_path, monkeypatch):
+    import dmnn.train.engine as engine
+    real = engine.calibrate
+    monkeypatch.setattr(engine, "calibrate", lambda *a, **k: real(*a, **k, candidates=()))
+    out = tmp_path / "run"
+    final = train(resolve_config(None, None, {**TINY, "calibration_slack": 0.0}), out,
+                  progress=False)
+    cal = json.loads((out / "metrics.json").read_text())["calibration"]
+    assert cal["kept_trained"] and cal["reason"] == "no candidate reached the target"
+    assert cal["target"] == 0.6 and cal["after"] == cal["before"] != 0.6
+    assert final["top1"] == cal["uncalibrated"]["top1"]
+    _, last = read_checkpoint(out / "last.json")
+    _, calibrated = read_checkpoint(out / "calibrated.json")
+    assert all(torch.equal(last[k], calibrated[k]) for k in last if k.startswith("model."))
+
+
+def test_calibration_chooses_on_the_holdout_and_re_estimates_bn_on_training_images(
+        tmp_path, monkeypatch):
+    import dmnn.train.engine as engine
+    seen = {}
+    real = engine.calibrate
+
+    def spy(model, batches, target, **kw):
+        seen["chosen_on"], seen["bn"] = list(batches), list(kw["bn_batches"])
+        return real(model, batches, target, **kw)
+
+    monkeypatch.setattr(engine, "calibrate", spy)
+    trainer = Trainer(resolve_config(None, None, {**TINY, "holdout": 32}), tmp_path / "run",
+                      progress=False)
+    final = trainer.run()
+    assert final["calibration"]["images"] == "held-out"
+    assert final["calibration"]["samples"] == 32
+    held = torch.cat([b.images for b in seen["chosen_on"]])
+    bn = torch.cat([b.images for b in seen["bn"]])
+    assert bn.shape[0] == 96  # 128 limited, 32 held out: BN sees the 96 trained on
+    flat_held = {tuple(x.flatten().tolist()) for x in held}
+    assert not any(tuple(x.flatten().tolist()) in flat_held for x in bn)
+
+
+class FakeGate:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def shift_on_logit(self, delta: float) -> None:
+        self.offset += delta
+
+
+def test_greedy_per_block_offsets_cost_less_than_one_global_offset():
+    """Two gates move the ratio alike, but shifting gate 0 costs ten times the loss: the greedy
+    shifts gate 1 only, one global δ pays for both."""
+    gates = [FakeGate(), FakeGate()]
+
+    def evaluate() -> dict[str, float]:
+        a, b = gates[0].offset, gates[1].offset
+        loss = 1.0 * abs(a) + 0.1 * abs(b)
+        return {"value": 0.4 + 0.05 * (a + b), "top1": 0.9 - loss / 10, "loss": loss}
+
+    offsets = [0.0, 0.0]
+    got = greedy_offsets(gates, offsets, evaluate, 0.5, tol=1e-3, step=0.5, bound=8.0,
+                         max_evals=100)
+    assert got["value"] == pytest.approx(0.5, abs=1e-3)
+    assert offsets[0] == 0.0 and offsets[1] == pytest.approx(2.0, abs=0.05)
+    for g, o in zip(gates, (1.0, 1.0), strict=True):  # the global δ = 1 for both gates
+        g.offset = o
+    assert evaluate()["value"] == pytest.approx(0.5)
+    assert evaluate()["top1"] < got["top1"] - 0.05  # 0.79 against 0.88
+
+
+def test_bn_re_estimation_averages_the_given_images():
+    model = settled("dmnn_resnet20", num_sub_blocks=2)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    inputs = []
+    hook = bn.register_forward_hook(lambda m, i, o: inputs.append(i[0].detach()))
+    data = batches(seed=3)
+    reestimate_bn(model, data, "cpu")
+    hook.remove()
+    x = torch.cat(inputs)  # the first BN runs for every image: equal batches, one mean
+    torch.testing.assert_close(bn.running_mean, x.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not bn.training and bn.momentum == 0.1
+    # the eval executors (BN folded away) are back once the statistics are in
+    assert model.execution == "auto" and all(b.execution == "auto" for b in model.blocks)
 
 
 def test_no_calibrate_leaves_the_gates_alone(tmp_path: Path):

@@ -100,6 +100,9 @@ class DataBundle:
     train: BatchLoader
     test: BatchLoader
     extras: dict[str, Any] = field(default_factory=dict)
+    holdout: BatchLoader | None = None
+    """Training images kept out of training (``holdout=N``), served as the test split is:
+    what gate calibration chooses on when there are any."""
 
     @property
     def num_classes(self) -> int:
@@ -194,6 +197,17 @@ def _require_dir(name: str, data_dir: str | os.PathLike[str] | None, what: str) 
     return Path(data_dir).expanduser()
 
 
+def holdout_order(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held out) indices of ``n`` training samples: a seeded ``holdout`` of them,
+    each side in ascending order."""
+    if holdout >= n:
+        raise DataError(f"--holdout {holdout} leaves no training images (the training split "
+                        f"has {n}): hold out fewer")
+    g = torch.Generator().manual_seed(seed + 2)
+    order = torch.randperm(n, generator=g)
+    return order[holdout:].sort().values, order[:holdout].sort().values
+
+
 def _limit(split: ArraySplit, n: int | None, seed: int) -> ArraySplit:
     if n is None or n >= len(split):
         return split
@@ -232,6 +246,13 @@ def _in_memory_bundle(
     train = _limit(train, opts["max_train_samples"], seed)
     test = _limit(test, opts["max_test_samples"], seed + 1)
     common = {"mean": mean, "std": std, "device": opts["device"]}
+    holdout_loader = None
+    if opts["holdout"]:
+        kept, held = holdout_order(len(train), opts["holdout"], seed)
+        held_split, train = train.select(held), train.select(kept)
+        holdout_loader = TensorBatchLoader(
+            held_split, cmap(held_split.labels), batch_size=opts["eval_batch_size"],
+            shuffle=False, seed=seed, **common)
     train_loader = TensorBatchLoader(
         train,
         cmap(train.labels),
@@ -263,7 +284,7 @@ def _in_memory_bundle(
         num_train=len(train),
         num_test=len(test),
     )
-    return DataBundle(spec, train_loader, test_loader)
+    return DataBundle(spec, train_loader, test_loader, holdout=holdout_loader)
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -290,6 +311,7 @@ def load_dataset(
     pin_memory: bool = False,
     max_train_samples: int | None = None,
     max_test_samples: int | None = None,
+    holdout: int = 0,
     download: bool = False,
 ) -> DataBundle:
     """Load ``name`` (one of :data:`DATASETS`) and build its train/test loaders.
@@ -299,6 +321,8 @@ def load_dataset(
     ``num_workers``/``pin_memory``/``image_size`` only matter for ``imagefolder``; ``device``
     only for in-memory datasets (the whole split is moved there once). ``max_*_samples`` take a
     seeded random subset (after building the category map on the full training split).
+    ``holdout``: that many of the (limited) training images are kept out of training and served
+    unaugmented as ``DataBundle.holdout``.
     """
     if download:
         raise DataError(
@@ -318,6 +342,7 @@ def load_dataset(
         "device": device,
         "max_train_samples": max_train_samples,
         "max_test_samples": max_test_samples,
+        "holdout": holdout,
     }
 
     if key == "digits":
@@ -417,6 +442,11 @@ def _imagefolder_bundle(
         )
     train_samples = _limit_samples(index.train, opts["max_train_samples"], seed)
     val_samples = _limit_samples(index.val, opts["max_test_samples"], seed + 1)
+    held_samples: list[tuple[str, int]] = []
+    if opts["holdout"]:
+        kept, held = holdout_order(len(train_samples), opts["holdout"], seed)
+        held_samples = [train_samples[i] for i in held.tolist()]
+        train_samples = [train_samples[i] for i in kept.tolist()]
     if opts["augment"]:
         train_tf: Any = train_transform(image_size, IMAGENET_MEAN, IMAGENET_STD)
     else:
@@ -430,13 +460,15 @@ def _imagefolder_bundle(
         drop_last=opts["drop_last"],
         **common,
     )
+    eval_tf = EvalTransform(image_size, IMAGENET_MEAN, IMAGENET_STD)
     test_loader = TorchBatchLoader(
-        ImageFolderDataset(val_samples, EvalTransform(image_size, IMAGENET_MEAN, IMAGENET_STD)),
-        cmap,
-        batch_size=opts["eval_batch_size"],
-        shuffle=False,
-        **common,
+        ImageFolderDataset(val_samples, eval_tf), cmap, batch_size=opts["eval_batch_size"],
+        shuffle=False, **common,
     )
+    holdout_loader = TorchBatchLoader(
+        ImageFolderDataset(held_samples, eval_tf), cmap, batch_size=opts["eval_batch_size"],
+        shuffle=False, **common,
+    ) if held_samples else None
     spec = DatasetSpec(
         name="imagefolder",
         num_classes=num_classes,
@@ -449,7 +481,8 @@ def _imagefolder_bundle(
         num_train=len(train_samples),
         num_test=len(val_samples),
     )
-    return DataBundle(spec, train_loader, test_loader, extras={"root": str(root)})
+    return DataBundle(spec, train_loader, test_loader, extras={"root": str(root)},
+                      holdout=holdout_loader)
 
 
 def _limit_samples(samples: list[tuple[str, int]], n: int | None, seed: int) -> list:

@@ -167,12 +167,15 @@ class Method:
     options: every option of the method (a :class:`MethodOptions` dataclass): its models'
         keyword arguments and its training options, each a ``dmnn train`` flag.
     gated: whether its models have gates (a twin has N sub-blocks but none).
+    default_recipe: the named recipe (``dmnn.train.config.RECIPES``) every preset trains the
+        method with, the one its evidence ranks best; None: the preset's values alone.
     """
 
     name: ClassVar[str] = ""
     options: ClassVar[type[MethodOptions]] = NoGate
     gated: ClassVar[bool] = True
     doc: ClassVar[str] = ""
+    default_recipe: ClassVar[str | None] = None
 
     def model_name(self, backbone: str) -> str:
         """The name of the method's model of ``backbone``."""

@@ -305,6 +305,9 @@ class DMNN(Method):
     name = "dmnn"
     options = DMNNOptions
     doc = "DMNN variant (N sub-blocks)"
+    # the best DMNN at r = 0.3, 0.5, 0.7 and 0.9 on the proxy, λ holding r at each
+    # (results/frontier/README.md; proxy/dmnn_r*_pe_dual*.json)
+    default_recipe = "paper-entropy-dual"
 
     def model_kwargs(self, cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
         """The configured model options; K from the data's categories (0 without category

@@ -46,6 +46,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     # eqn 16 plus the gate-entropy term, no guards: the best on the proxy and on the full
     # cpu-fast schedule at r = 0.5 (results/frontier), where its routing is all but static
     "paper-entropy": {"path_balance": 0.0, "dual_step": 0.0, "distill": 0.0, "gate_entropy": 2.0},
+    # paper-entropy plus the dual multiplier λ on the MACs ratio: the best DMNN at every r on the
+    # proxy, and λ holds r where paper-entropy drifts (results/frontier/README.md); DMNN's
+    # default_recipe, so every preset trains DMNN with it
+    "paper-entropy-dual": {"path_balance": 0.0, "dual_step": 0.1, "distill": 0.0,
+                           "gate_entropy": 2.0},
 }
 """Named recipes for the gated methods: ``--recipe NAME`` sets these over the preset (a config
 file and flags still override them)."""
@@ -71,6 +76,12 @@ class TrainConfig:
         "(every dynamic method; default on)."))
     calibration_samples: int = option(5000, min=1, resume=True, help=(
         "Training images (unaugmented) gate calibration measures on."))
+    calibration_max_cost: float = option(0.003, min=0.0, max=1.0, resume=True, help=(
+        "Gate calibration keeps the trained gates when every way of meeting r costs more than "
+        "this much top-1 on the calibration images (0.003: 0.3 points)."))
+    holdout: int = option(0, min=0, help=(
+        "Training images kept out of training: gate calibration chooses on them (and reports "
+        "its cost there) instead of on training images. Never the test split."))
     calibration_slack: float = option(0.01, min=0.0, max=1.0, resume=True, help=(
         "Gate calibration leaves the thresholds as trained when the eval-mode ratio is already "
         "within this of r (a settled gate moves only by flipping many images at once); "
@@ -279,34 +290,29 @@ def options() -> Iterator[OptionInfo]:
             yield OptionInfo(f.name, hints[f.name], default, f.metadata)
 
 
-# Every preset guards DMNN routing against collapse (docs/training.md, "Routing guards"):
-# `--path-balance 0 --dual-step 0` gives the paper's loss exactly.
-GUARDS: dict[str, Any] = {"path_balance": 0.25, "dual_step": 0.1}
-
+# A preset sets data, schedule and budget; each method's loss terms come from its
+# ``default_recipe`` (DMNN: paper-entropy-dual); `--recipe guarded` restores the routing guards.
 PRESETS: dict[str, dict[str, Any]] = {
     # the embedded default: 8×8 digits from scikit-learn, a couple of minutes on 2 CPU cores
     "digits": {
         "dataset": "digits", "model": "dmnn_resnet20", "epochs": 15, "batch_size": 64,
         "lr": 0.05, "schedule": "cosine", "weight_decay": 5e-4, "target_rate": 0.5,
-        **GUARDS, "dual_step": 0.5,  # 330 steps in all: λ must move faster
     },
     # the paper's CIFAR recipe (§4.1)
     "cifar": {
         "dataset": "cifar10", "model": "dmnn_resnet56", "epochs": 200, "batch_size": 256,
         "lr": 0.1, "schedule": "multistep", "milestones": [100, 150], "gamma": 0.1,
-        "weight_decay": 1e-4, **GUARDS,
+        "weight_decay": 1e-4,
     },
     # the paper's ImageNet recipe (§4.1)
     "imagenet": {
         "dataset": "imagefolder", "model": "dmnn_resnet50", "epochs": 120, "batch_size": 256,
         "lr": 0.1, "schedule": "cosine", "weight_decay": 1e-4, "eval_batch_size": 128,
-        **GUARDS,
     },
     # CIFAR-10 in under an hour on 2 CPU cores (ResNet-20: ~35 min static, ~45 min DMNN N=2)
     "cpu-fast": {
         "dataset": "cifar10", "model": "dmnn_resnet20", "epochs": 20, "batch_size": 128,
         "lr": 0.1, "schedule": "cosine", "warmup_epochs": 1, "weight_decay": 5e-4,
-        **GUARDS,
     },
 }
 
@@ -332,8 +338,9 @@ def resolve_config(
     *, saved: bool = False,
 ) -> TrainConfig:
     """Defaults < preset (from the argument or the file's ``preset:``) < recipe < file <
-    overrides. A preset's or recipe's option of a method other than the model's is left out
-    (they set DMNN's guards for every model); ``saved``: ``file`` is a run's own config.yaml."""
+    overrides. With a preset and no recipe, the model's method's ``default_recipe``. A recipe's
+    option of a method other than the model's is left out; ``saved``: ``file`` is a run's own
+    config.yaml (its values are complete, so no default recipe is added)."""
     from_file = load_yaml(file) if file is not None else {}
     name = preset or from_file.get("preset")
     values: dict[str, Any] = {}
@@ -343,11 +350,15 @@ def resolve_config(
         values.update(PRESETS[name])
         values["preset"] = name
     given = {k: v for k, v in normalize(overrides or {}).items() if v is not None}
+    model = given.get("model", from_file.get("model", values.get("model", TrainConfig.model)))
     recipe = given.get("recipe", from_file.get("recipe", values.get("recipe")))
+    if recipe is None and name is not None and not saved and model in list_models():
+        recipe = method_of(model).default_recipe
+        if recipe is not None:
+            values["recipe"] = recipe
     if recipe is not None and recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     values.update(RECIPES.get(recipe, {}))
-    model = given.get("model", from_file.get("model", values.get("model", TrainConfig.model)))
     if model in list_models():
         mine = set(method_of(model).options.config_names())
         values = {k: v for k, v in values.items() if k in mine or not owners_of(k)}

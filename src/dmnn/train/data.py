@@ -28,7 +28,8 @@ def load_run_data(cfg: TrainConfig, device: torch.device | None = None) -> DataB
                 cfg.dataset, cfg.data_dir, categories=categories, batch_size=cfg.batch_size,
                 eval_batch_size=cfg.eval_batch_size, num_workers=cfg.workers, seed=cfg.seed,
                 copies=cfg.method.train_copies(cfg), max_train_samples=cfg.max_train_samples,
-                max_test_samples=cfg.max_test_samples, image_size=cfg.data_image_size(),
+                max_test_samples=cfg.max_test_samples, holdout=cfg.holdout,
+                image_size=cfg.data_image_size(),
                 device=device if device is not None and device.type != "cpu" else None,
                 pin_memory=device is not None and device.type == "cuda",
             )

@@ -32,7 +32,7 @@ from ..network.gate import gates_of, set_gate_noise
 from ..network.gumbel import noise_schedule
 from ..network.memory import check_fits, inference_bytes, training_bytes
 from ..registry import create_model
-from .calibration import calibrate_gates
+from .calibration import calibrate
 from .checkpoint import (
     atomic_write_bytes,
     atomic_write_json,
@@ -473,15 +473,19 @@ class Trainer:
         calibration: dict[str, Any] | None = None
         if metric is not None:
             uncalibrated = metrics or self.evaluate()
-            subset = self.data.plain_train_subset(cfg.calibration_samples, cfg.eval_batch_size,
-                                                  cfg.seed)
+            train_images = self.data.plain_train_subset(
+                cfg.calibration_samples, cfg.eval_batch_size, cfg.seed)
+            chosen_on = self.data.holdout if self.data.holdout is not None else train_images
             if self.dist is not None:
-                subset.shard(self.dist.rank, self.dist.world_size, pad=False)
+                for loader in {id(x): x for x in (train_images, chosen_on)}.values():
+                    loader.shard(self.dist.rank, self.dist.world_size, pad=False)
             try:
                 with self.lockstep():
-                    result = calibrate_gates(
-                        self.model, subset, cfg.target_rate, input_size=self.input_size,
-                        metric=metric, device=self.device, slack=cfg.calibration_slack,
+                    result = calibrate(
+                        self.model, chosen_on, cfg.target_rate, input_size=self.input_size,
+                        bn_batches=train_images, metric=metric, device=self.device,
+                        slack=cfg.calibration_slack, max_cost=cfg.calibration_max_cost,
+                        images="held-out" if self.data.holdout is not None else "training",
                         progress=self.progress if self.main else False,
                     )
             except KeyboardInterrupt:
@@ -497,9 +501,7 @@ class Trainer:
             }
             if self.main:
                 tqdm.write(
-                    f"calibrated gates: on-logit offset {result.offset:+.3f}, {metric} on "
-                    f"{result.samples} training images {result.before:.3f} -> "
-                    f"{result.after:.3f}; test top1 {metrics['top1']:.4f}, MACs ratio "
+                    f"{result.summary()}; test top1 {metrics['top1']:.4f}, MACs ratio "
                     f"{metrics['macs_ratio']:.3f} (uncalibrated {uncalibrated['top1']:.4f}, "
                     f"{uncalibrated['macs_ratio']:.3f})"
                 )
