@@ -405,10 +405,11 @@ def calibrate(
         nonlocal samples
         summary = summarize_record(collect(model, batches, device), model, input_size)
         samples = summary["samples"]
-        value = summary[metric]
-        if metric == "exec_rate":
+        if metric == "exec_rate":  # the mean block execution rate (no summary key of its own)
             rates = list(summary["exec_rate_block"].values())
             value = sum(rates) / len(rates)
+        else:
+            value = summary[metric]
         bar.update(1)
         bar.set_postfix(value=f"{value:.4f}", top1=f"{summary['top1']:.4f}")
         return {"value": value, "top1": summary["top1"], "loss": summary["loss"]}
