@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import dmnn
-from dmnn.execution import fused
 
 # rows 0, 1: path 0 only; row 2: both; row 3: off; rows 4, 5: path 1 only
 GATES = torch.tensor([[1, 0], [1, 0], [1, 1], [0, 0], [0, 1], [0, 1]], dtype=torch.float32)
@@ -41,13 +40,9 @@ def test_a_donated_input_holds_the_sum_and_it_is_right(execution, split):
     x = torch.randn(6, 16, 8, 8)
     expected = reference(block, x)
     donated = x.clone()
-    block.execution = execution
-    fused.set_mixed_split(split)
-    try:
-        with torch.inference_mode():
-            y, _ = block(donated, donate=True)
-    finally:
-        fused.set_mixed_split("pattern")
+    block.execution, block.mixed_split = execution, split
+    with torch.inference_mode():
+        y, _ = block(donated, donate=True)
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
     if (execution, split) == ("auto", "pattern"):  # written in place: no clone was made
         assert y.data_ptr() == donated.data_ptr()

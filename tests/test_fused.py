@@ -103,10 +103,8 @@ def test_fused_is_what_eval_runs():
 
 @pytest.fixture
 def mixed_split(request):
-    """``fused.set_mixed_split(param)`` for one test, the default restored after it."""
-    fused.set_mixed_split(request.param)
-    yield request.param
-    fused.set_mixed_split("pattern")
+    """The mixed-batch split a test sets on its model (a model setting: no global to restore)."""
+    return request.param
 
 
 @pytest.mark.parametrize("mixed_split", ["pattern", "path"], indirect=True)
@@ -114,6 +112,7 @@ def test_off_paths_are_never_read(mixed_split):
     """NaN in every off sub-block: the output stays finite and equal to masked dense's, with a
     mixed batch split by pattern or by path."""
     model, size = build("dmnn_resnet50")
+    model.set_execution("auto", mixed_split=mixed_split)
     x = torch.randn(6, 3, size, size)
     pattern = [torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 0.0]] * 3) for _ in model.blocks]
     reference = outputs(model, x, pattern)["dense"]
@@ -235,6 +234,8 @@ def test_split_by_path_equals_masked_dense(name, layout, mixed_split):
     """Mixed patterns run one sub-block at a time on its on rows: still eqn 4 exactly, with
     all-on, all-off and single-path blocks in the same batch."""
     model, size = build(name)
+    model.set_execution("auto", mixed_split=mixed_split)
+    assert {b.mixed_split for b in model.blocks} == {"path"}
     model.to(memory_format=layout)
     x = torch.randn(16, 3, size, size).contiguous(memory_format=layout)
     g = torch.Generator().manual_seed(5)
@@ -248,18 +249,17 @@ def test_split_by_path_equals_masked_dense(name, layout, mixed_split):
     assert built and all(len(p) == 1 for p in built)  # only one-path stacks were ever built
 
 
-@pytest.mark.parametrize("mixed_split", ["auto"], indirect=True)
-def test_auto_split_takes_the_fewer_calls(mixed_split):
+def test_auto_split_takes_the_fewer_calls():
     """Three patterns of two paths: by path (2 calls); two patterns of two paths: by pattern."""
     def by_path(counts):
-        return fused._by_path(counts, fused._path_counts(counts, 2))
+        return fused._by_path(counts, fused._path_counts(counts, 2), "auto")
 
     assert fused._path_counts([1, 3, 2, 4], 2) == [7, 6]
     assert by_path([1, 3, 2, 4])
     assert not by_path([0, 3, 0, 4])
     assert not by_path([5, 3, 0, 0])  # one pattern: one fused call either way
     with pytest.raises(ValueError, match="mixed split"):
-        fused.set_mixed_split("rows")
+        build("dmnn_resnet20")[0].set_execution("auto", mixed_split="rows")
 
 
 def test_eval_with_autograd_gives_the_parameters_their_gradients():

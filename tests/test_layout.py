@@ -95,7 +95,56 @@ def test_no_import_cycles():
             dfs(name)
     # the checker sees real edges (a broken walker would pass vacuously)
     assert "dmnn.network.dynamic_net" in graph["dmnn.backbones.resnet"]
-    assert "dmnn.execution.dispatch" in graph["dmnn.network.block"]
+    assert "dmnn.execution.dispatch" in graph["dmnn.network.executor"]
+
+
+def module_level_imports(name: str, path: Path) -> set[str]:
+    """The dmnn modules ``name`` imports when it is imported (not inside a function or a
+    ``TYPE_CHECKING`` block)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            target = (f"{base}.{node.module}" if node.module else base) if node.level \
+                else node.module or ""
+            found.add(target)
+            found.update(f"{target}.{a.name}" for a in node.names)
+    return {m for m in found if m.startswith("dmnn")}
+
+
+def test_the_network_reaches_the_executor_through_one_dispatch_point():
+    """#31: network/ says what a block computes, execution/ how; execution imports the network,
+    so no network module imports execution at module level, and one function reaches it."""
+    mods = modules()
+    offenders = {name: sorted(m for m in module_level_imports(name, path)
+                              if m.startswith("dmnn.execution"))
+                 for name, path in mods.items() if name.startswith("dmnn.network")}
+    assert not any(offenders.values()), offenders
+    deferred = {name for name, path in mods.items() if name.startswith("dmnn.network")
+                and any(m.startswith("dmnn.execution") for m in imports_of(name, path, set(mods)))}
+    assert deferred == {"dmnn.network.executor"}, deferred
+    # the checker sees module-level imports (a broken walker would pass vacuously)
+    assert "dmnn.network.executor" in module_level_imports(
+        "dmnn.network.block", mods["dmnn.network.block"])
+
+
+def test_no_process_wide_settings_in_the_executors():
+    """#31: no module-level ``global`` assignment and no torch-wide registration hook installed
+    on import; settings live on the model (``execution``, ``mixed_split``)."""
+    offenders = []
+    for name, path in modules().items():
+        if not name.startswith(("dmnn.network", "dmnn.execution")):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Global):
+                offenders.append(f"{name}:{node.lineno}: global {', '.join(node.names)}")
+            if isinstance(node, ast.Attribute) and node.attr.startswith("register_module_"):
+                offenders.append(f"{name}:{node.lineno}: {node.attr}")
+    assert not offenders, offenders
 
 
 def _import_alone(name: str) -> tuple[str, int, str]:

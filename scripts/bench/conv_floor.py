@@ -9,7 +9,7 @@ residual block, on the block inputs and forced gates of one real forward pass (r
 * ``floor_pattern``: each gate pattern's folded, fused stack (what the fused executor runs) timed
   alone on its rows, already gathered; the sum over patterns;
 * ``floor_path``: each sub-block's folded stack alone on the rows where it is on (the ``path``
-  split of :func:`dmnn.execution.fused.set_mixed_split`);
+  split set by ``model.set_execution("auto", mixed_split=...)``);
 * ``static``: the static backbone's folded block stack on its whole batch.
 
 Shortcuts, stems and heads are left out of both sides (they are the same layers). The script

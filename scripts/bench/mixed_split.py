@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from dmnn.evaluation.latency import median_ms, paired_ratio, timed_round
-from dmnn.execution import fused
 from dmnn.execution.forcing import force_gates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling module, however run
@@ -34,7 +33,7 @@ def main() -> None:
 
     def split(name: str, seed: int):
         def run() -> torch.Tensor:
-            fused.set_mixed_split(name)
+            model.set_execution("auto", mixed_split=name)
             with force_gates(model, args.rate, seed=seed):
                 return model(x)
         return run
@@ -46,7 +45,7 @@ def main() -> None:
             variants = {"static": lambda: static(x)} | {s: split(s, i) for s in SPLITS}
             outs = timed_round(variants, i, times if i >= args.warmup else None)
             worst = max(worst, (outs["path"] - outs["pattern"]).abs().max().item())
-    fused.set_mixed_split("pattern")
+    model.set_execution("auto", mixed_split="pattern")
     result = {
         "model": args.model, "batch": args.batch, "input_size": size, "rate": args.rate,
         "channels_last": args.channels_last, "threads": args.threads, "repeats": args.repeats,

@@ -17,21 +17,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 from torch import Tensor, nn
 
-from ..checks import check_choice
-from .fused import run_fused
+from ..network.modes import EXECUTION_MODES, ExecutionMode, check_mode, resolve
+from .fused import drop_fused, run_folded, run_fused
 from .grouped import try_run_grouped
 from .sparse import run_sparse
 
-ExecutionMode = Literal["auto", "dense", "sparse", "grouped", "fused"]
-EXECUTION_MODES: tuple[str, ...] = ("auto", "dense", "sparse", "grouped", "fused")
-
-
-def check_mode(mode: str) -> None:
-    check_choice("execution mode", mode, EXECUTION_MODES)
+__all__ = ["EXECUTION_MODES", "ExecutionMode", "check_mode", "drop_fused", "run_dense",
+           "run_folded", "run_paths"]
 
 
 def run_dense(
@@ -51,20 +46,22 @@ def run_dense(
 def run_paths(
     paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None, mode: str,
     training: bool, dense_above: Sequence[float] | None = None, *, owned: bool = False,
+    split: str = "pattern",
 ) -> Tensor:
-    """Dispatch (``auto``: grouped, else dense, in training; fused, else sparse, at eval).
-    ``owned``: ``base`` is given away and may be written in place (the eval executors)."""
-    fused = mode == "fused" or (mode == "auto" and not training)
-    if fused and dense_above is None:  # autotuned thresholds belong to the sparse executor
-        out = run_fused(paths, x, gates, base, owned=owned)
+    """Dispatch by :func:`~dmnn.network.modes.resolve` (fused falls back to sparse, grouped
+    to dense, where the paths' structure does not allow them). ``owned``: ``base`` is given
+    away and may be written in place (the eval executors); ``split``: the fused executor's
+    mixed-batch split (:data:`~dmnn.network.modes.MIXED_SPLITS`)."""
+    how = resolve(mode, training)
+    if how == "fused" and dense_above is None:  # autotuned thresholds: the sparse executor's
+        out = run_fused(paths, x, gates, base, owned=owned, split=split)
         if out is not None:
             return out
     if gates is None:
         return run_dense(paths, x, None, base)
-    sparse = mode in ("sparse", "fused") or (mode == "auto" and not training)
-    if sparse:
+    if how in ("sparse", "fused"):
         return run_sparse(paths, x, gates, base, dense_above, owned=owned)
-    if mode == "grouped" or mode == "auto":
+    if how == "grouped":
         out = try_run_grouped(paths, x, gates, base)
         if out is not None:
             return out

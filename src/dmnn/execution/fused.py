@@ -16,9 +16,9 @@ executor does) and BatchNorm is folded in:
   shortcut), gathered, run, and added into the shortcut output (:func:`~.sparse.run_rows`).
 
 Folded weights are cached per block and pattern (bounded, least recently used first out) and
-rebuilt when any parameter or BN statistic changes (their version counters and storage are
-the cache key; a parameter, buffer or module assigned anywhere makes the next check compare
-the tensors' identities too) and dropped when the model goes back to training. Parameters and
+rebuilt when any parameter or BN statistic changes (their identities, version counters and
+storage are the cache key, so an assigned parameter, buffer or layer counts too) and dropped
+when the model goes back to training. Parameters and
 ``state_dict`` are never touched: checkpoints are the unfolded ones. Stem and projection
 shortcuts that are conv → BN stacks are folded the same way (:func:`run_folded`), so a static
 backbone at eval gets the same treatment: the like-for-like baseline. An off path's weights are
@@ -35,26 +35,25 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from itertools import chain
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules import module as _module
 
-from ..checks import check_choice
+from ..network.inplace import global_hooks, shares_memory
 from ..network.layers import ChannelSlice
+from ..network.modes import check_split
 from .grouped import (
     ACTS,
     GroupedPlan,
-    global_hooks,
     hook_dicts,
     path_modules,
     plan_for,
     same_bn,
     same_conv,
 )
-from .sparse import add_into, gather, run_rows, shares_memory
+from .sparse import add_into, gather, run_rows
 
 MAX_PATTERNS = 16
 """Fused stacks kept per block (N = 4 has 15 non-empty patterns)."""
@@ -176,23 +175,6 @@ def build_stack(plan: GroupedPlan, on: Sequence[int]) -> Stack | None:
     return Stack(channels, tuple(ops))
 
 
-_generation = 0
-"""Bumped whenever a parameter, buffer or submodule is assigned to any module (torch's global
-registration hooks): until it moves, no module's tensors were replaced, so a cache needs to
-check only their version counters and storage."""
-
-
-def _registered(module: nn.Module, name: str, value: object) -> None:
-    global _generation
-    _generation += 1
-
-
-for _register in (_module.register_module_parameter_registration_hook,
-                  _module.register_module_buffer_registration_hook,
-                  _module.register_module_module_registration_hook):
-    _register(_registered)
-
-
 _version = operator.attrgetter("_version")
 
 
@@ -205,26 +187,26 @@ def _tensors(modules: Sequence[nn.Module]) -> list[Tensor]:
 class _Watch:
     """Whether the tensors of ``modules`` are unchanged since the watch began: an in-place update
     (optimizer, load_state_dict, a manual edit) bumps a version counter, a move changes the
-    storage, a replaced tensor its identity. About 5 µs a block instead of walking the modules'
-    dicts each forward; the walk happens only after a registration somewhere (``_generation``)."""
+    storage, a replaced tensor its identity (a few µs a block, no global registration hook)."""
 
     def __init__(self, modules: Sequence[nn.Module]) -> None:
         self.modules = list(modules)
-        self.generation = _generation
+        # a module keeps its dicts for life: hold them, not the modules' attributes
+        self.dicts = [d for m in self.modules for d in (m._parameters, m._buffers)]
+        self.entries = self._entries()  # None entries (a conv without bias) included
         self.tensors = _tensors(self.modules)
         self.state = self._state()
+
+    def _entries(self) -> list[Tensor | None]:
+        return [*chain.from_iterable(map(dict.values, self.dicts))]
 
     def _state(self) -> tuple[int, ...]:
         return (*map(_version, self.tensors), *map(Tensor.data_ptr, self.tensors))
 
     def unchanged(self) -> bool:
-        if self.generation != _generation:
-            now = _tensors(self.modules)
-            if len(now) != len(self.tensors) or any(
-                    a is not b for a, b in zip(now, self.tensors, strict=True)):
-                return False
-            self.generation = _generation
-        return self._state() == self.state
+        now = self._entries()
+        return (len(now) == len(self.entries) and all(map(operator.is_, now, self.entries))
+                and self._state() == self.state)
 
 
 class FusedCache:
@@ -239,7 +221,7 @@ class FusedCache:
         self.stacks: OrderedDict[tuple[int, ...], Stack | None] = OrderedDict()
 
     def valid(self, paths: Sequence[nn.Module]) -> bool:
-        if self.watch.generation != _generation and path_modules(paths) != self.layers:
+        if path_modules(paths) != self.layers:
             return False  # a layer was replaced
         return not (global_hooks() or any(self.hooks)) and self.watch.unchanged()
 
@@ -320,10 +302,11 @@ def _has_hooks(path: nn.Module) -> bool:
 
 def run_fused(
     paths: Sequence[nn.Module], x: Tensor, gates: Tensor | None, base: Tensor | None,
-    *, owned: bool = False,
+    *, owned: bool = False, split: str = "pattern",
 ) -> Tensor | None:
     """base + Σ_n s_n·F_n(x) with folded, fused stacks per gate pattern; None if the paths
-    cannot be fused (the caller runs them sparse).
+    cannot be fused (the caller runs them sparse). ``split``: how a mixed batch is split
+    (:data:`~dmnn.network.modes.MIXED_SPLITS`).
 
     ``owned``: the caller gives ``base`` away (even when it is ``x`` itself), so the sum is
     written into it instead of a clone. Safe with the pattern split: patterns partition the
@@ -353,8 +336,8 @@ def run_fused(
     codes = (bits * (1 << torch.arange(n, device=x.device))).sum(dim=1)
     counts = torch.bincount(codes, minlength=1 << n).tolist()  # the block's one host sync
     # (rows, count, pattern) per call: each pattern's rows, or each on path's rows
-    per_path = None if _mixed_split == "pattern" else _path_counts(counts, n)
-    if per_path is not None and _by_path(counts, per_path):
+    per_path = None if split == "pattern" else _path_counts(counts, n)
+    if per_path is not None and _by_path(counts, per_path, split):
         calls = [(bits[:, i].bool(), count, (i,)) for i, count in enumerate(per_path) if count]
         owned = owned and not shares_memory(base, x)
     else:
@@ -373,29 +356,16 @@ def run_fused(
     return out
 
 
-MixedSplit = Literal["pattern", "path", "auto"]
-_mixed_split: MixedSplit = "pattern"
-
-
-def set_mixed_split(split: MixedSplit) -> None:
-    """How a batch with mixed gate patterns is split: ``pattern`` (the default) runs each
-    pattern's rows through that pattern's fused stack (up to 2^N − 1 calls, the wide ones
-    grouped); ``path`` runs each sub-block's folded stack on the rows where it is on (at most N
-    calls, each on more rows, both-on rows scattered twice); ``auto`` takes whichever makes fewer
-    calls (ties: ``pattern``). Off rows are never computed in any of them."""
-    global _mixed_split
-    check_choice("mixed split", split, ("pattern", "path", "auto"))
-    _mixed_split = split
-
-
 def _path_counts(counts: list[int], n: int) -> list[int]:
     """Rows on per sub-block, from the rows per pattern code (bit i: sub-block i on)."""
     return [sum(counts[c] for c in range(1 << n) if c >> i & 1) for i in range(n)]
 
 
-def _by_path(counts: list[int], per_path: list[int]) -> bool:
-    if _mixed_split != "auto":
-        return _mixed_split == "path"
+def _by_path(counts: list[int], per_path: list[int], split: str) -> bool:
+    """Whether the ``split`` rule runs this batch by path (``auto``: fewer calls that way)."""
+    check_split(split)
+    if split != "auto":
+        return split == "path"
     return sum(map(bool, per_path)) < sum(map(bool, counts[1:]))
 
 
@@ -406,8 +376,7 @@ def folded_ops(module: nn.Sequential) -> list:
     """The layers of ``module`` with every conv → BN pair as one folded :class:`Conv` (cached
     while the module's tensors are unchanged); other layers are the modules themselves."""
     cached = _FOLDED.get(module)
-    if cached is None or (cached[0].generation != _generation
-                          and cached[0].modules != list(module)) or not cached[0].unchanged():
+    if cached is None or cached[0].modules != list(module) or not cached[0].unchanged():
         cached = (_Watch(list(module)), _fold_sequence(list(module)))
         _FOLDED[module] = cached
     return cached[1]

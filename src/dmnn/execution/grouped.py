@@ -37,21 +37,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules import module as _module
 
+from ..network.inplace import global_hooks
 from ..network.layers import ChannelSlice
 from .bn_sum import bn_gated_sum
 
 ACTS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
-
-
-def global_hooks() -> bool:
-    """Whether torch's global module hooks (private registries, read defensively) are set."""
-    return any(
-        getattr(_module, name, None)
-        for name in ("_global_forward_hooks", "_global_forward_pre_hooks",
-                     "_global_backward_hooks", "_global_backward_pre_hooks")
-    )
 
 
 @dataclass(frozen=True)

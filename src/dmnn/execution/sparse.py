@@ -21,6 +21,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..network.inplace import shares_memory
+
+__all__ = ["add_into", "gather", "on_rows", "run_rows", "run_sparse", "shares_memory"]
+
 
 def _nhwc(t: Tensor) -> bool:
     """Whether ``t`` is a channels-last image batch (and not also plain contiguous)."""
@@ -45,12 +49,6 @@ def _scatter(out: Tensor, rows: Tensor, y: Tensor, replace: bool) -> Tensor:
         o.index_copy_(0, rows, v) if replace else o.index_add_(0, rows, v)
         return out
     return out.index_copy_(0, rows, y) if replace else out.index_add_(0, rows, y)
-
-
-def shares_memory(a: Tensor | None, b: Tensor) -> bool:
-    """Whether ``a`` may alias ``b`` (same storage): a shortcut that returns its input or a view
-    of it. Writing such a base in place would change rows that later paths still read."""
-    return a is not None and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def add_into(out: Tensor, y: Tensor, owned: bool) -> Tensor:

@@ -8,11 +8,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from ..execution.dispatch import run_paths
-from ..execution.fused import drop_fused, run_folded
-from ..execution.grouped import global_hooks
-from ..execution.sparse import shares_memory
+from . import executor as ex
 from .gate import Gate, GateDecision, GateFactory, GateOverride
+from .inplace import global_hooks, shares_memory
 
 
 class GatedBlock(nn.Module):
@@ -49,7 +47,8 @@ class GatedBlock(nn.Module):
         self.post_act = post_act if post_act is not None else nn.Identity()
         self.stage, self.stride, self.sub_block_width = stage, stride, sub_block_width
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.execution = "auto"
+        self.execution = "auto"  # see dmnn.network.executor
+        self.mixed_split = "pattern"  # the fused executor's split of a mixed batch
         self.dense_above: list[float] | None = None  # per sub-block, see execution.sparse
         self.gate_override: GateOverride | None = None
         self.index = 0  # position in the network, set by the network
@@ -61,17 +60,18 @@ class GatedBlock(nn.Module):
         return len(self.paths)
 
     def runs_sparse(self, hard: bool | None = None) -> bool:
-        """Whether off rows are skipped now: mode ``sparse``, or ``auto`` with hard decisions
-        (``hard`` defaults to eval mode)."""
+        """Whether off rows are skipped now: mode ``sparse`` or ``fused``, or ``auto`` with hard
+        decisions (``hard`` defaults to eval mode)."""
         hard = not self.training if hard is None else hard
-        return self.execution == "sparse" or (self.execution == "auto" and hard)
+        return ex.skips(self.execution, training=not hard)
 
     def run_paths(self, x: Tensor, gates: Tensor | None, base: Tensor | None) -> Tensor:
         """base + Σ_n s_n·F_n(x) by the block's execution mode (no activation). The sum is
         written into ``base`` when this forward owns it (see :meth:`forward`)."""
         owned = base is not None and base is self._owned_base
-        return run_paths(self.paths, x, gates, base, self.execution, self.training,
-                         self.dense_above, owned=owned)
+        return ex.executor().run_paths(self.paths, x, gates, base, self.execution,
+                                       self.training, self.dense_above, owned=owned,
+                                       split=self.mixed_split)
 
     def _hooked(self) -> bool:
         """Whether a hook anywhere in the block (or a global one) could hold its input or the
@@ -93,10 +93,10 @@ class GatedBlock(nn.Module):
 
     def folds(self) -> bool:
         """Whether BatchNorm is folded now (eval, mode ``auto`` or ``fused``)."""
-        return not self.training and self.execution in ("auto", "fused")
+        return ex.folds(self.execution, self.training)
 
     def train(self, mode: bool = True) -> GatedBlock:
-        drop_fused(self)  # folded weights are rebuilt from the trained ones at the next eval
+        ex.executor().drop_fused(self)  # rebuilt from the trained weights at the next eval
         return super().train(mode)
 
     def forward(
@@ -110,7 +110,8 @@ class GatedBlock(nn.Module):
         decision = self.decide(x, state)
         base = None
         if self.shortcut is not None:
-            base = run_folded(self.shortcut, x) if self.folds() else self.shortcut(x)
+            base = ex.executor().run_folded(self.shortcut, x) if self.folds() \
+                else self.shortcut(x)
         if base is not None and (donate or not shares_memory(base, x)) \
                 and not torch.is_grad_enabled() and not self._hooked():
             self._owned_base = base

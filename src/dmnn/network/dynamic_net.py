@@ -8,11 +8,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..checks import check_int, check_number
-from ..execution.dispatch import check_mode
-from ..execution.fused import drop_fused, run_folded
-from ..execution.sparse import shares_memory
+from . import executor as ex
 from .block import GatedBlock
 from .gate import training_only_parameters
+from .inplace import shares_memory
 from .macs import MacsTable, build_macs_table
 from .routing import Routing
 
@@ -68,20 +67,26 @@ class DynamicNet(nn.Module):
             self._tables[key] = build_macs_table(self, key)
         return self._tables[key]
 
-    def set_execution(self, mode: str) -> None:
+    def set_execution(self, mode: str, *, mixed_split: str | None = None) -> None:
         """'auto' (grouped/dense in training, fused at eval), 'dense', 'grouped', 'sparse' or
-        'fused' (see :mod:`dmnn.execution.dispatch`)."""
-        check_mode(mode)
+        'fused' (see :mod:`dmnn.execution.dispatch`); ``mixed_split``: how the fused executor
+        splits a batch of mixed gate patterns (:data:`~dmnn.network.modes.MIXED_SPLITS`;
+        None keeps each block's)."""
+        ex.check_mode(mode)
+        if mixed_split is not None:
+            ex.check_split(mixed_split)
         self.execution = mode
         for block in self.blocks:
             block.execution = mode
+            if mixed_split is not None:
+                block.mixed_split = mixed_split
 
     def folds(self) -> bool:
         """Whether the stem runs with BatchNorm folded now (as the blocks do)."""
-        return not self.training and self.execution in ("auto", "fused")
+        return ex.folds(self.execution, self.training)
 
     def train(self, mode: bool = True) -> DynamicNet:
-        drop_fused(self.stem)
+        ex.executor().drop_fused(self.stem)
         return super().train(mode)
 
     # --- forward -------------------------------------------------------------------------------
@@ -98,7 +103,7 @@ class DynamicNet(nn.Module):
         self.check_input(x)
         size = (x.shape[2], x.shape[3])
         image = x
-        x = run_folded(self.stem, x) if self.folds() else self.stem(x)
+        x = ex.executor().run_folded(self.stem, x) if self.folds() else self.stem(x)
         state: Tensor | None = None
         decisions = []
         for block in self.blocks:
