@@ -4,6 +4,7 @@ from typer.testing import CliRunner
 
 import dmnn
 from dmnn.cli import app
+from dmnn.errors import UsageError
 
 runner = CliRunner()
 
@@ -54,3 +55,30 @@ def test_bad_input_is_one_line_and_exit_2():
         result = runner.invoke(app, args)
         assert result.exit_code == 2, args
         assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1, args
+
+
+def test_a_bug_keeps_its_traceback_and_says_it_is_one(monkeypatch):
+    """#31: an error dmnn did not raise on purpose is never shortened to a one-liner."""
+    def broken(*args, **kwargs):
+        raise TypeError("unsupported operand")  # not a DmnnError: a bug
+
+    monkeypatch.setattr("dmnn.cli.info_cmd.summarize_model", broken)
+    result = runner.invoke(app, ["summary", "resnet20"])
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "TypeError: unsupported operand" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: unexpected TypeError") and "bug" in last
+
+
+def test_debug_shows_the_traceback_of_a_one_line_error():
+    plain = runner.invoke(app, ["summary", "no_such_model"])
+    assert plain.exit_code == 2 and "Traceback" not in plain.stderr
+    assert plain.stderr.startswith("error: unknown model name")
+    for args, env in (["--debug", "summary", "no_such_model"], {}), \
+            (["summary", "no_such_model"], {"DMNN_DEBUG": "1"}):
+        result = runner.invoke(app, args, env=env)
+        assert result.exit_code == 1 and isinstance(result.exception, UsageError), args
+    # the flag belongs to one invocation: the next one is plain again
+    again = runner.invoke(app, ["summary", "no_such_model"])
+    assert again.exit_code == 2 and "Traceback" not in again.stderr

@@ -197,3 +197,20 @@ def test_no_method_option_in_the_common_config():
     assert not any(shared.values()), shared
     for path in modules().values():  # the old per-method switch is gone
         assert "owns" not in re.findall(r"\.(owns)\b", path.read_text()), path
+
+
+def test_control_flow_by_exception_type_not_message_text():
+    """#31: no branch reads an exception's message (``"…" in str(err)``, a worker's "Original
+    Traceback" parsed): typed exceptions (dmnn.errors) carry the distinction instead."""
+    err = r"str\((err|exc|error|e)\)"
+    by_text = re.compile(rf"""(["'][^"']*["']\s+(not\s+)?in\s+{err})"""
+                         rf"""|({err}\.(startswith|endswith|rsplit)\()"""
+                         r"""|Original Traceback""")
+    assert by_text.search('if "categor" not in str(err):')  # the pattern finds the old code
+    assert by_text.search('if str(exc).startswith("category file"):')
+    offenders = []
+    for path in modules().values():
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if by_text.search(line.split("#", 1)[0]):
+                offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not offenders, offenders

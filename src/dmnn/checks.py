@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
+
 
 def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -25,7 +27,7 @@ def check_int(name: str, value: Any, minimum: int | None = None) -> int:
     """An integer (bool is not one) of at least ``minimum``."""
     if not is_int(value) or (minimum is not None and value < minimum):
         bound = f" >= {minimum}" if minimum is not None else ""
-        raise ValueError(f"{name} must be an integer{bound}, got {value!r}")
+        raise UsageError(f"{name} must be an integer{bound}, got {value!r}")
     return value
 
 
@@ -44,11 +46,11 @@ def check_number(
 ) -> float:
     """A finite number in the interval (NaN and ±inf never pass)."""
     if not is_number(value) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise UsageError(f"{name} must be a finite number, got {value!r}")
     below = lo is not None and (value <= lo if lo_open else value < lo)
     above = hi is not None and (value >= hi if hi_open else value > hi)
     if below or above:
-        raise ValueError(f"{name} must be {_in(lo, hi)}{interval(lo, hi, lo_open, hi_open)}, "
+        raise UsageError(f"{name} must be {_in(lo, hi)}{interval(lo, hi, lo_open, hi_open)}, "
                          f"got {value!r}")
     return value
 
@@ -66,22 +68,22 @@ def check_output(path: Path, option: str, *, folder: bool) -> None:
     """``path`` can be written (a folder to create or fill, or a file to create or replace):
     ValueError in one line otherwise, before anything is written."""
     if str(path) in ("", "."):
-        raise ValueError(f"{option} must name a {'folder' if folder else 'file'}, "
+        raise UsageError(f"{option} must name a {'folder' if folder else 'file'}, "
                          f"got {str(path)!r}")
     if path.exists() and path.is_dir() != folder:
         kind = "a folder" if path.is_dir() else "not a folder"
-        raise ValueError(f"{option} {path} exists and is {kind}: pick another path")
+        raise UsageError(f"{option} {path} exists and is {kind}: pick another path")
     probe = path if folder else path.parent
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: {probe} is not a writable folder")
+        raise UsageError(f"{option} {path}: {probe} is not a writable folder")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise UsageError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 
@@ -136,7 +138,7 @@ def check_value(name: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) 
     kinds, nullable = _kinds(tp)
     if value is None:
         if not nullable:
-            raise ValueError(f"{name} must be given (it has no 'none' value)")
+            raise UsageError(f"{name} must be given (it has no 'none' value)")
         return
     if meta.get("check") is not None:
         meta["check"](value, name)
@@ -151,21 +153,21 @@ def check_value(name: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) 
             check_number(name, value)
     elif int in kinds and is_int(value):
         if lo is not None and value < lo or hi is not None and value > hi:
-            raise ValueError(f"{name} must be an integer {_in(lo, hi)}"
+            raise UsageError(f"{name} must be an integer {_in(lo, hi)}"
                              f"{interval(lo, hi, False, False)}, got {value!r}")
     elif (bool in kinds and isinstance(value, bool)) or (str in kinds and isinstance(value, str)):
         choices = meta.get("choices")
         if choices and value not in choices:
-            raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+            raise UsageError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     elif dataclasses.is_dataclass(value) and any(
             isinstance(k, type) and isinstance(value, k) for k in kinds):
         check_fields(value)  # a nested section (TrainConfig.loss, TrainConfig.options)
     elif list in kinds and isinstance(value, list):
         if not all(is_int(v) for v in value):
-            raise ValueError(f"{name} must be a list of integers, got {value!r}")
+            raise UsageError(f"{name} must be a list of integers, got {value!r}")
     else:
         names = sorted(k.__name__ for k in kinds) + (["none"] if nullable else [])
-        raise ValueError(f"{name} must be {' or '.join(names)}, got {value!r}"
+        raise UsageError(f"{name} must be {' or '.join(names)}, got {value!r}"
                          f" ({type(value).__name__})")
 
 

@@ -1,32 +1,50 @@
 """Every exception dmnn raises on purpose, in one place.
 
-Why one module: the CLI turns these into a single ``error:`` line (no traceback). Bad input is a
-``ValueError`` (exit status 2); a run that cannot go on is a :class:`TrainingError` (its
-``exit_code``). Messages are one line: the problem, then what to do about it.
+Why one module: the CLI tells them apart by type, never by message text. A :class:`DmnnError`
+is a problem the user can fix; the CLI prints its one-line message (the problem, then what to do
+about it) as ``error: …`` and exits with its ``exit_code``: 2 for bad input (a
+:class:`UsageError`, raised before anything is written), 1 for a run that cannot go on (a
+:class:`TrainingError`), 130 for Ctrl-C. Anything else is a bug, and the CLI shows its
+traceback. The input errors are ``ValueError`` subclasses, so library callers that catch
+``ValueError`` keep working.
 """
 
 from __future__ import annotations
 
 
-class DataError(ValueError):
+class DmnnError(Exception):
+    """An error dmnn raises on purpose, with a message fit for one ``error:`` line."""
+
+    exit_code = 2
+
+    def __init__(self, message: object = "") -> None:
+        # collapse whitespace so even wrapped causes (e.g. str() of a parser error) stay on one
+        # line when the CLI prints them
+        super().__init__(" ".join(str(message).split()))
+
+
+class UsageError(DmnnError, ValueError):
+    """Bad input: an option, an argument, a model keyword, a config file."""
+
+
+class ModelArgumentError(UsageError):
+    """A keyword argument a model does not take (``create_model``)."""
+
+
+class DataError(UsageError):
     """Bad data input (missing folder, corrupt file, bad category JSON, ...)."""
 
-    def __init__(self, message: object) -> None:
-        text = str(message)
-        # a DataLoader worker re-raises ours as "Caught DataError in DataLoader worker …
-        # Original Traceback …  DataError: <our message>": keep our message
-        if "Original Traceback" in text and "DataError: " in text:
-            text = text.rsplit("DataError: ", 1)[1]
-        # Collapse whitespace so even wrapped causes (e.g. str(exc) of a parser error) stay on
-        # one line when the CLI prints them.
-        super().__init__(" ".join(text.split()))
+
+class CategoryError(DataError):
+    """A category grouping that does not fit the data (a method that trains without categories
+    can drop the default grouping instead: :func:`dmnn.train.data.load_run_data`)."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint that is missing, incomplete, corrupt, or for another architecture."""
 
 
-class TrainingError(RuntimeError):
+class TrainingError(DmnnError, RuntimeError):
     """A run that cannot go on (non-finite loss, an output folder in the way, ...)."""
 
     exit_code = 1

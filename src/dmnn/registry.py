@@ -9,10 +9,12 @@ call of any function here.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .backbones import Backbone
+from .errors import ModelArgumentError, UsageError
 
 if TYPE_CHECKING:
     from .methods.base import Method
@@ -59,10 +61,16 @@ def _cross(backbone: Backbone, method: Method) -> None:
         raise RuntimeError(f"model {name!r} registered twice")
     option_names = method.options.model_names()
 
+    takes = _keywords(backbone.build)
+
     def entrypoint(**kwargs: Any) -> DynamicNet:
-        reserved = sorted(set(kwargs) & set(RESERVED) - set(option_names))
-        if reserved:
-            raise TypeError(f"{name}() got an unexpected keyword argument {reserved[0]!r}")
+        unknown = [k for k in kwargs if k not in option_names
+                   and (k in RESERVED or (takes is not None and k not in takes))]
+        if unknown:
+            accepted = sorted({*option_names, *(takes or ())} - set(RESERVED))
+            raise ModelArgumentError(
+                f"bad argument for model {name!r}: {unknown[0]!r} is not one of its keyword "
+                f"arguments ({', '.join(accepted)})")
         opts = method.options(**{k: kwargs.pop(k) for k in option_names if k in kwargs})
         return opts.finish(backbone.build(
             name=name, num_sub_blocks=opts.num_sub_blocks, gate_factory=opts.gate_factory(),
@@ -98,7 +106,7 @@ def unregister_method(name: str) -> None:
     """Remove a method and its models (a notebook or a test trying a method out)."""
     _builtins()
     if name not in _METHODS:
-        raise ValueError(f"no method {name!r} is registered")
+        raise UsageError(f"no method {name!r} is registered")
     method = _METHODS.pop(name)
     for name in [n for n, e in _MODELS.items() if e.method is method]:
         del _MODELS[name]
@@ -119,7 +127,7 @@ def list_methods() -> list[Method]:
 def _entry(name: str) -> _Entry:
     _builtins()
     if name not in _MODELS:
-        raise ValueError(
+        raise UsageError(
             f"unknown model name {name!r}: choose one of {', '.join(list_models())}"
         )
     return _MODELS[name]
@@ -146,11 +154,16 @@ def native_input_size(name: str) -> int:
 
 
 def create_model(name: str, **kwargs: Any) -> DynamicNet:
-    """Build a registered model; unknown names and bad keyword arguments raise ValueError."""
-    entry = _entry(name)
-    try:
-        return entry.build(**kwargs)
-    except TypeError as err:
-        if "unexpected keyword argument" not in str(err):
-            raise
-        raise ValueError(f"bad argument for model {name!r}: {err}") from None
+    """Build a registered model; unknown names raise UsageError, keyword arguments the model
+    does not take ModelArgumentError (both ValueErrors)."""
+    return _entry(name).build(**kwargs)
+
+
+def _keywords(fn: Any) -> frozenset[str] | None:
+    """The keyword arguments ``fn`` takes (None: any, it has ``**kwargs``); checked before the
+    call, so a TypeError from inside a builder stays the bug it is."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))

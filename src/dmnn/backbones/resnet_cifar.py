@@ -12,6 +12,7 @@ from functools import partial
 
 from torch import nn
 
+from ..errors import UsageError
 from ..network.block import residual_stages
 from ..network.dynamic_net import DynamicNet, check_model_args
 from ..network.gate import GateFactory
@@ -39,7 +40,7 @@ def cifar_resnet(
     options: dict | None = None,
 ) -> DynamicNet:
     if (depth - 2) % 6:
-        raise ValueError(f"depth must be 6n+2 for a CIFAR ResNet, got {depth}")
+        raise UsageError(f"depth must be 6n+2 for a CIFAR ResNet, got {depth}")
     check_model_args(num_classes, in_chans, width_mult)
     per_stage = (depth - 2) // 6
     widths = [max(1, round(w * width_mult)) for w in CIFAR_WIDTHS]

@@ -1,11 +1,13 @@
-"""The typer app and what every command shares: bad input becomes one ``error:`` line on stderr
-and exit status 2 (:func:`friendly`). Commands live in ``*_cmd.py`` and are added by
-:func:`dmnn.cli.build`."""
+"""The typer app and what every command shares: an error dmnn raises on purpose becomes one
+``error:`` line on stderr with its exit status (:func:`friendly`); a bug keeps its traceback.
+Commands live in ``*_cmd.py`` and are added by :func:`dmnn.cli.build`."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from ..errors import TrainingError
+from ..errors import DmnnError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,28 +30,66 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One line instead of a traceback, with one exit-status rule for every command:
+@app.callback()
+def _options(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of every error, also of the one-line ones "
+        "(or set DMNN_DEBUG=1, which torchrun passes to its workers)."),
+) -> None:
+    _invocation["debug"] = debug  # set by every invocation, so it never outlives one
 
-    2: bad input, found before anything is written (ValueError, FileNotFoundError, a checkpoint
-    that cannot be read); 1: a run that cannot go on (TrainingError, a failed write such as a
-    full disk); 130: Ctrl-C, anywhere (start-up, data loading, training, calibration)."""
+
+_invocation: dict[str, bool] = {"debug": False}
+
+
+def debugging() -> bool:
+    """``dmnn --debug …`` or ``DMNN_DEBUG=1``."""
+    return _invocation["debug"] or os.environ.get("DMNN_DEBUG", "") not in ("", "0")
+
+
+def _out_of_memory() -> tuple[type[BaseException], ...]:
+    """MemoryError, and torch's OutOfMemoryError when torch is loaded (a device out of memory)."""
+    oom = getattr(sys.modules.get("torch"), "OutOfMemoryError", None)
+    return (MemoryError,) if oom is None else (MemoryError, oom)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One exit-status rule for every command, decided by the exception's type:
+
+    a :class:`~dmnn.errors.DmnnError` prints its one line and exits with its ``exit_code`` (2:
+    bad input, found before anything is written; 1: a run that cannot go on); a missing file
+    exits 2, another failed read or write (a full disk) 1, Ctrl-C 130 anywhere (start-up, data
+    loading, training, calibration), out of memory 1. Anything else is a bug: its traceback is
+    shown, then one ``error:`` line saying so, exit 1. ``--debug`` shows the traceback of the
+    one-line errors too."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as err:
-            fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
-        except TrainingError as err:
-            fail(str(err).splitlines()[0], err.exit_code)
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise  # typer's own exits and usage errors
         except KeyboardInterrupt:
+            if debugging():
+                raise
             fail("interrupted: nothing was saved", 130)
-        except MemoryError:
+        except DmnnError as err:
+            if debugging():
+                raise
+            fail(str(err).splitlines()[0] if str(err) else type(err).__name__, err.exit_code)
+        except _out_of_memory():
+            if debugging():
+                raise
             fail("out of memory: lower --batch-size (or --eval-batch-size, --input-size)", 1)
         except OSError as err:
+            if debugging():
+                raise
             where = f" ({err.filename})" if err.filename else ""
-            fail(f"{err.strerror or err}{where}", 1)
+            fail(f"{err.strerror or err}{where}", 2 if isinstance(err, FileNotFoundError) else 1)
+        except Exception as err:
+            traceback.print_exc()
+            fail(f"unexpected {type(err).__name__}: a bug in dmnn, the traceback is above "
+                 "(please report it with the command you ran)", 1)
 
     return wrapper
 

@@ -11,6 +11,7 @@ import typer
 from tqdm.auto import tqdm
 
 from ..checks import check_int
+from ..errors import UsageError
 from .app import friendly, print_json
 
 
@@ -46,15 +47,15 @@ def bench_cmd(
         check_int("threads", threads, 1)
     if checkpoint is not None:
         if model is not None:
-            raise ValueError("give either MODEL or --checkpoint (the checkpoint names its model)")
+            raise UsageError("give either MODEL or --checkpoint (the checkpoint names its model)")
         if device != "cpu":
-            raise ValueError("--device applies to forced-gate timing: --checkpoint times on "
+            raise UsageError("--device applies to forced-gate timing: --checkpoint times on "
                              "the CPU")
         bench_checkpoint(checkpoint, data_dir, batch, threads, repeats, warmup, as_json,
                          channels_last)
         return
     if model is None:
-        raise ValueError("give a MODEL to benchmark (see `dmnn models`) or --checkpoint FILE")
+        raise UsageError("give a MODEL to benchmark (see `dmnn models`) or --checkpoint FILE")
     model_method(model)  # unknown names fail here
     check_bench_args(model, rate, batch, input_size)
     kwargs = {"num_sub_blocks": sub_blocks} if sub_blocks is not None else {}

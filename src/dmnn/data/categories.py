@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dmnn.errors import DataError
+from dmnn.errors import CategoryError
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -73,18 +73,19 @@ class CategoryMap:
         self.names = [str(n) for n in self.names]
         k = len(self.names)
         if not self.class_to_category:
-            raise DataError("a category map needs at least one class")
+            raise CategoryError("a category map needs at least one class")
         if k == 0:
-            raise DataError("a category map needs at least one category name")
+            raise CategoryError("a category map needs at least one category name")
         if len(set(self.names)) != k:
             dups = sorted({n for n in self.names if self.names.count(n) > 1})
-            raise DataError(f"category names must be unique, repeated: {_preview(dups)}")
+            raise CategoryError(f"category names must be unique, repeated: {_preview(dups)}")
         bad = [c for c in self.class_to_category if not 0 <= c < k]
         if bad:
-            raise DataError(f"category indices {_preview(bad)} are outside 0..{k - 1} ({k} names)")
+            raise CategoryError(
+                f"category indices {_preview(bad)} are outside 0..{k - 1} ({k} names)")
         unused = [self.names[i] for i in range(k) if i not in set(self.class_to_category)]
         if unused:
-            raise DataError(
+            raise CategoryError(
                 f"categories {_preview(unused)} have no classes: every category needs a class"
             )
 
@@ -122,15 +123,15 @@ class CategoryMap:
             names = data["names"]
             mapping = data["class_to_category"]
         except (KeyError, TypeError) as exc:
-            raise DataError(
+            raise CategoryError(
                 "a category map dict needs 'names' and 'class_to_category' lists"
             ) from exc
         if not isinstance(names, list) or not isinstance(mapping, list):
-            raise DataError("'names' and 'class_to_category' must both be JSON lists")
+            raise CategoryError("'names' and 'class_to_category' must both be JSON lists")
         if not all(isinstance(c, int) and not isinstance(c, bool) for c in mapping):
-            raise DataError("'class_to_category' must list integer category indices")
+            raise CategoryError("'class_to_category' must list integer category indices")
         if num_classes is not None and len(mapping) != num_classes:
-            raise DataError(
+            raise CategoryError(
                 f"category map covers {len(mapping)} classes but the dataset has {num_classes}: "
                 "map every class"
             )
@@ -143,7 +144,7 @@ class CategoryMap:
 def cifar10_default_categories(class_names: Sequence[str]) -> CategoryMap:
     """The documented K=4 CIFAR-10 grouping, in the order of ``class_names``."""
     if sorted(class_names) != sorted(CIFAR10_CLASSES):
-        raise DataError(
+        raise CategoryError(
             f"the default CIFAR-10 grouping needs the 10 CIFAR-10 classes, got "
             f"{_preview(list(class_names))}: pass --categories K or a JSON file instead"
         )
@@ -164,13 +165,13 @@ def coarse_label_categories(
     table[fine] = coarse  # one coarse label per fine class, checked below
     if (table < 0).any():
         missing = torch.nonzero(table < 0).flatten().tolist()
-        raise DataError(
+        raise CategoryError(
             f"classes {_preview(missing)} never appear with a coarse label: cannot derive their "
             "category from the data; pass a category JSON file"
         )
     if not torch.equal(table[fine], coarse):
         bad = sorted(set(fine[table[fine] != coarse].tolist()))
-        raise DataError(
+        raise CategoryError(
             f"classes {_preview(bad)} carry more than one coarse label: the coarse labels are "
             "inconsistent"
         )
@@ -194,7 +195,7 @@ def class_mean_features(
     counts = torch.bincount(labels, minlength=num_classes).to(torch.float64)
     if (counts == 0).any():
         missing = torch.nonzero(counts == 0).flatten().tolist()
-        raise DataError(
+        raise CategoryError(
             f"classes {_preview(missing)} have no training samples: cannot build k-means "
             "categories; pass a category JSON file"
         )
@@ -212,10 +213,10 @@ def kmeans_categories(
     """
     feats = np.asarray(features, dtype=np.float64)
     if feats.ndim != 2 or feats.shape[0] < 1:
-        raise DataError(f"k-means needs one feature row per class, got shape {feats.shape}")
+        raise CategoryError(f"k-means needs one feature row per class, got shape {feats.shape}")
     n = feats.shape[0]
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= int(k) <= n:
-        raise DataError(
+        raise CategoryError(
             f"number of categories K must be an integer with 1 <= K <= {n} (number of classes), "
             f"got {k!r}"
         )
@@ -232,7 +233,7 @@ def kmeans_categories(
     for lab in raw.tolist():
         order.setdefault(lab, len(order))
     if len(order) != k:
-        raise DataError(
+        raise CategoryError(
             f"k-means found only {len(order)} distinct groups for K={k} (class features too "
             "similar): lower K or pass a category JSON file"
         )
@@ -242,7 +243,8 @@ def kmeans_categories(
 def categories_from_mapping(
     mapping: Mapping[str, Any], class_names: Sequence[str], source: str = "category map"
 ) -> CategoryMap:
-    """Build a map from ``{class name or index string: category name}``; all classes required."""
+    """Build a map from ``{class name or index string: category name}``; all classes required.
+    Every error names ``source``."""
     index_of = {name: i for i, name in enumerate(class_names)}
     category_of: dict[int, str] = {}
     for key, value in mapping.items():
@@ -252,24 +254,24 @@ def categories_from_mapping(
         elif key.isdigit() and int(key) < len(class_names):
             cls = int(key)
         else:
-            raise DataError(
+            raise CategoryError(
                 f"{source} maps unknown class {key!r}: valid classes are "
                 f"{_preview(list(class_names))} (or their indices 0..{len(class_names) - 1})"
             )
         if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
-            raise DataError(
+            raise CategoryError(
                 f"{source} maps class {key!r} to {value!r}: category names must be non-empty "
                 "strings"
             )
         if cls in category_of and category_of[cls] != str(value):
-            raise DataError(
+            raise CategoryError(
                 f"{source} maps class {class_names[cls]!r} twice ({category_of[cls]!r} and "
                 f"{str(value)!r}): keep one entry per class"
             )
         category_of[cls] = str(value)
     missing = [class_names[i] for i in range(len(class_names)) if i not in category_of]
     if missing:
-        raise DataError(
+        raise CategoryError(
             f"{source} leaves {len(missing)} classes unmapped ({_preview(missing)}): map every "
             "class to a category"
         )
@@ -277,7 +279,10 @@ def categories_from_mapping(
     for i in range(len(class_names)):
         if category_of[i] not in names:
             names.append(category_of[i])
-    return CategoryMap([names.index(category_of[i]) for i in range(len(class_names))], names)
+    try:
+        return CategoryMap([names.index(category_of[i]) for i in range(len(class_names))], names)
+    except CategoryError as exc:
+        raise CategoryError(f"{source}: {exc}") from exc
 
 
 def imagenet_categories(class_names: Sequence[str]) -> CategoryMap | None:
@@ -296,32 +301,27 @@ def load_category_json(path: str | os.PathLike[str], class_names: Sequence[str])
     """Read a user category file (flat mapping or full :meth:`CategoryMap.to_dict` form)."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise DataError(f"category file {p} does not exist: pass an existing .json file")
+        raise CategoryError(f"category file {p} does not exist: pass an existing .json file")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise DataError(
+        raise CategoryError(
             f"category file {p} is not valid JSON ({exc.msg} at line {exc.lineno} column "
             f"{exc.colno}): fix the file"
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read category file {p} ({exc})") from exc
+        raise CategoryError(f"cannot read category file {p} ({exc})") from exc
     if not isinstance(data, dict) or not data:
-        raise DataError(
+        raise CategoryError(
             f"category file {p} must hold a non-empty JSON object mapping class name (or index) "
             f"to category name, got {type(data).__name__}"
         )
     if "class_to_category" in data:
         try:
             return CategoryMap.from_dict(data, num_classes=len(class_names))
-        except DataError as exc:
-            raise DataError(f"category file {p}: {exc}") from exc
-    try:
-        return categories_from_mapping(data, class_names, source=f"category file {p}")
-    except DataError as exc:
-        if str(exc).startswith("category file"):
-            raise
-        raise DataError(f"category file {p}: {exc}") from exc
+        except CategoryError as exc:
+            raise CategoryError(f"category file {p}: {exc}") from exc
+    return categories_from_mapping(data, class_names, source=f"category file {p}")
 
 
 def save_category_json(cmap: CategoryMap, path: str | os.PathLike[str]) -> None:

@@ -46,7 +46,7 @@ from dmnn.data.imagefolder import (
     train_transform,
 )
 from dmnn.data.loaders import AugmentConfig, BatchLoader, TensorBatchLoader, TorchBatchLoader
-from dmnn.errors import DataError
+from dmnn.errors import CategoryError, DataError
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 
@@ -137,7 +137,7 @@ class DataBundle:
         sample once): what post-training calibration measures on without seeing test data."""
         if isinstance(self.train, TorchBatchLoader):
             assert isinstance(self.test, TorchBatchLoader)
-            eval_tf = self.test.loader.dataset.transform  # type: ignore[attr-defined]
+            eval_tf = self.test.dataset.transform
             return self.train.plain_subset(n, batch_size, seed, transform=eval_tf)
         return self.train.plain_subset(n, batch_size, seed)
 
@@ -162,7 +162,7 @@ def resolve_categories(
     if categories is None:
         return default()
     if isinstance(categories, bool):
-        raise DataError(
+        raise CategoryError(
             f"categories must be None, an int K, 'auto' or a .json path, got {categories}"
         )
     if isinstance(categories, int):
@@ -178,7 +178,7 @@ def resolve_categories(
         return kmeans_categories(features(), int(text), seed=seed)
     path = Path(text).expanduser()
     if not path.is_file():
-        raise DataError(
+        raise CategoryError(
             f"categories {text!r} is neither an int K, 'default', 'auto', nor an existing .json "
             "file: pass one of those"
         )
@@ -240,7 +240,7 @@ def _in_memory_bundle(
         seed=seed,
     )
     if cmap.num_classes != train.num_classes:
-        raise DataError(
+        raise CategoryError(
             f"category map covers {cmap.num_classes} classes but {name} has {train.num_classes}"
         )
     train = _limit(train, opts["max_train_samples"], seed)
@@ -437,7 +437,7 @@ def _imagefolder_bundle(
         seed=seed,
     )
     if cmap.num_classes != num_classes:
-        raise DataError(
+        raise CategoryError(
             f"category map covers {cmap.num_classes} classes but {root} has {num_classes}"
         )
     train_samples = _limit_samples(index.train, opts["max_train_samples"], seed)

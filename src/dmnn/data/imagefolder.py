@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from dmnn.data.augment import normalize
-from dmnn.errors import DataError
+from dmnn.errors import CategoryError, DataError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -331,5 +331,6 @@ def imagefolder_class_features(
         counts[label] += 1
     if (counts == 0).any():
         missing = np.flatnonzero(counts == 0).tolist()
-        raise DataError(f"classes {missing[:8]} have no training images: cannot build categories")
+        raise CategoryError(
+            f"classes {missing[:8]} have no training images: cannot build categories")
     return sums / counts[:, None]

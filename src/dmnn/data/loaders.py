@@ -23,14 +23,14 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from dmnn.data.arrays import ArraySplit
 from dmnn.data.augment import augment_batch, normalize
 from dmnn.data.categories import CategoryMap
 from dmnn.data.imagefolder import ImageFolderDataset
 from dmnn.distributed.shards import shard_order
-from dmnn.errors import DataError
+from dmnn.errors import DataError, UsageError
 
 
 class Batch(NamedTuple):
@@ -222,6 +222,37 @@ class SeededSampler(Sampler[tuple[int, int]]):
         return iter(zip(order[picked].tolist(), seeds[picked].tolist(), strict=True))
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A sample whose file could not be read, as a worker hands it back: a DataLoader worker
+    re-raises an exception as text, so the error travels as this record instead and the main
+    process raises it as the :class:`DataError` it was."""
+
+    message: str
+
+
+class _Reporting(Dataset):
+    """The dataset, with a :class:`DataError` returned as :class:`Unreadable` (picklable)."""
+
+    def __init__(self, dataset: ImageFolderDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        try:
+            return self.dataset[key]
+        except DataError as err:
+            return Unreadable(str(err))
+
+
+def _collate(items: list) -> object:
+    """``default_collate``, or the first :class:`Unreadable` of the batch."""
+    bad = next((item for item in items if isinstance(item, Unreadable)), None)
+    return bad if bad is not None else default_collate(items)
+
+
 class TorchBatchLoader:
     """Batches of an on-disk :class:`ImageFolderDataset` through a worker ``DataLoader``.
 
@@ -251,9 +282,11 @@ class TorchBatchLoader:
             )
         self.batch_size, self.copies = batch_size, dataset.copies
         self.sampler = SeededSampler(len(dataset), shuffle, seed)
+        self.dataset = dataset
         self.loader = DataLoader(
-            dataset,
+            _Reporting(dataset),
             batch_size=batch_size,
+            collate_fn=_collate,
             sampler=self.sampler,
             num_workers=num_workers,
             drop_last=drop_last,
@@ -272,10 +305,9 @@ class TorchBatchLoader:
         augmentation), unshuffled, one copy, every sample kept. The transform is required: this
         loader's own may augment, which would bias whatever is measured on the subset."""
         if transform is None:
-            raise ValueError("plain_subset of an image-folder loader needs the eval transform "
+            raise UsageError("plain_subset of an image-folder loader needs the eval transform "
                              "(DataBundle.plain_train_subset passes the test split's)")
-        dataset = self.loader.dataset
-        assert isinstance(dataset, ImageFolderDataset)
+        dataset = self.dataset
         idx = subset_indices(len(dataset), n, seed).tolist()
         samples = [dataset.samples[i] for i in idx]
         return TorchBatchLoader(
@@ -310,7 +342,10 @@ class TorchBatchLoader:
         return self._iterate()
 
     def _iterate(self) -> Iterator[Batch]:
-        for x, y in self.loader:
+        for batch in self.loader:
+            if isinstance(batch, Unreadable):
+                raise DataError(batch.message)
+            x, y = batch
             if self.copies > 1:  # (B, copies, C, H, W) -> copy-major (copies*B, C, H, W)
                 x = x.transpose(0, 1).reshape(-1, *x.shape[2:])
                 y = y.repeat(self.copies)

@@ -18,6 +18,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..errors import UsageError
+
 BACKENDS = ("auto", "gloo", "nccl")
 _ACTIVE: DistContext | None = None
 
@@ -81,18 +83,18 @@ def dist_env() -> tuple[int, int, int] | None:
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local = int(os.environ.get("LOCAL_RANK", rank))
     except ValueError:
-        raise ValueError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun)")\
+        raise UsageError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun)")\
             from None
     return rank, world, local
 
 
 def pick_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
-        raise ValueError(f"--dist-backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise UsageError(f"--dist-backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
         return "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":
-        raise ValueError("--dist-backend nccl needs CUDA devices: use --device cuda on GPUs, "
+        raise UsageError("--dist-backend nccl needs CUDA devices: use --device cuda on GPUs, "
                          "or --dist-backend gloo (the default on CPU)")
     return backend
 
@@ -110,7 +112,7 @@ def setup(device: torch.device, backend: str = "auto", timeout_s: float = 600.0
     rank, world, local = env
     if device.type == "cuda":
         if local >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA "
+            raise UsageError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA "
                              "device(s): lower --nproc-per-node")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)

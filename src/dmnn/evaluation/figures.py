@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
+from ..errors import UsageError
 from ..train.checkpoint import temp_beside
 from .runs import RunRecord
 
@@ -87,7 +88,7 @@ def accuracy_against(runs: Sequence[RunRecord], cost: dict[str, float], xlabel: 
     are left out. Returns the plotted points and the static frontier."""
     kept = [r for r in runs if r.name in cost]
     if not kept:
-        raise ValueError("no run has a cost to plot")
+        raise UsageError("no run has a cost to plot")
     points = {r.name: (cost[r.name], 100 * r.metrics["top1"]) for r in kept}
     fig = Figure(figsize=(6.5, 4.8))
     _scatter(fig.subplots(), kept, points, xlabel)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..checks import check_int, check_number
+from ..errors import UsageError
 from ..execution.forcing import force_gates
 from ..network.block import blocks_patched
 from ..network.dynamic_net import DynamicNet
@@ -55,7 +56,7 @@ def decide_all_on(model: DynamicNet) -> bool:
 
 def check_bench_args(model: str, rate: float, batch: int, input_size: int | None) -> None:
     if not method_of(model).gated:
-        raise ValueError(f"bench needs a gated model (e.g. dmnn_{backbone_of(model)}), "
+        raise UsageError(f"bench needs a gated model (e.g. dmnn_{backbone_of(model)}), "
                          f"got static {model!r}")
     check_number("rate", rate, 0.0, 1.0)
     check_int("batch", batch, 1)

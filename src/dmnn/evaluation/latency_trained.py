@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_int
+from ..errors import UsageError
 from ..execution.forcing import force_gates
 from ..network.dynamic_net import DynamicNet
 from ..registry import model_method
@@ -30,7 +31,7 @@ def gather_images(batches: Iterable, count: int) -> Tensor:
         if have >= count:
             break
     if not chunks:
-        raise ValueError("the evaluation split is empty: nothing to benchmark on")
+        raise UsageError("the evaluation split is empty: nothing to benchmark on")
     images = torch.cat(chunks)
     reps = -(-count // images.shape[0])
     return images.repeat(reps, 1, 1, 1)[:count]
@@ -58,7 +59,7 @@ def bench_trained(
     """
     check_int("batch", batch, 1)
     if images.shape[0] < batch * (warmup + repeats):
-        raise ValueError(f"need {batch * (warmup + repeats)} images, got {images.shape[0]}")
+        raise UsageError(f"need {batch * (warmup + repeats)} images, got {images.shape[0]}")
     if threads is not None:
         torch.set_num_threads(threads)
     model = model.eval()

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..distributed.group import active
 from ..distributed.shards import gather_rows
+from ..errors import UsageError
 from ..network.dynamic_net import DynamicNet
 from ..registry import list_models, method_of
 
@@ -71,7 +72,7 @@ def collect(model: DynamicNet, batches: Iterable, device: torch.device) -> EvalR
             if g is not None:
                 store.append(g.detach().to(torch.uint8).cpu())
     if gates is None:
-        raise ValueError("the evaluation split is empty")
+        raise UsageError("the evaluation split is empty")
     record = EvalRecord(
         macs=torch.cat(macs), predictions=torch.cat(preds), labels=torch.cat(labels),
         categories=torch.cat(cats), top5_hit=torch.cat(top5),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..checks import check_int
+from ..errors import UsageError
 from ..network.dynamic_net import DynamicNet
 from ..network.gate import training_only_parameters
 from ..registry import create_model, method_of
@@ -16,7 +17,7 @@ def build_model(
     """create_model with the CLI's common options; ``sub_blocks`` only for gated families."""
     if sub_blocks is not None:
         if "num_sub_blocks" not in method_of(name).options.names():
-            raise ValueError(f"--sub-blocks applies to dmnn_* and twin_* models, not {name!r}")
+            raise UsageError(f"--sub-blocks applies to dmnn_* and twin_* models, not {name!r}")
         kwargs["num_sub_blocks"] = sub_blocks
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
@@ -29,9 +30,9 @@ def summarize_model(model: DynamicNet, input_size: int | None = None) -> dict[st
     check_int("input_size", size, 1)
     try:
         table = model.macs_table(size)
-    except ValueError as err:
+    except UsageError as err:
         name = model.arch.get("name")
-        raise ValueError(f"input_size={size} does not fit {name}: {err}") from None
+        raise UsageError(f"input_size={size} does not fit {name}: {err}") from None
     blocks = []
     for i, block in enumerate(model.blocks):
         blocks.append({

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import check_choice, check_output
+from ..errors import DataError, UsageError
 from . import figures
 from .runs import RunRecord, read_run
 
@@ -31,7 +32,7 @@ class Report:
 
 def load_runs(paths: Sequence[str | Path], allow_mixed: bool = False) -> list[RunRecord]:
     if not paths:
-        raise ValueError("give at least one run: dmnn report RUN_DIR|EVAL.json|METRICS.json …")
+        raise UsageError("give at least one run: dmnn report RUN_DIR|EVAL.json|METRICS.json …")
     runs = [read_run(p) for p in paths]
     names = [r.name for r in runs]
     for i, r in enumerate(runs):  # unique names: they become file names
@@ -39,7 +40,7 @@ def load_runs(paths: Sequence[str | Path], allow_mixed: bool = False) -> list[Ru
             r.name = f"{r.name}_{i}"
     datasets = sorted({r.dataset for r in runs})
     if len(datasets) > 1 and not allow_mixed:
-        raise ValueError(f"the runs are on different datasets ({', '.join(datasets)}): their "
+        raise UsageError(f"the runs are on different datasets ({', '.join(datasets)}): their "
                          "accuracies do not share an axis; pass --allow-mixed to plot them anyway")
     return runs
 
@@ -115,7 +116,7 @@ def _test_images(r: RunRecord, data_dir: str | None, report: Report
                             batch_size=1, eval_batch_size=512,
                             max_test_samples=r.config.get("max_test_samples"),
                             seed=int(r.config.get("seed", 0)))
-    except ValueError as err:
+    except DataError as err:
         report.skipped.append(f"{r.name}: easy/hard images ({err})")
         return None
     chunks = [b.images for b in data.test]

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 from safetensors.numpy import load as load_safetensors
 
+from ..errors import UsageError
 from ..registry import backbone_of, create_model, list_models, method_of
 from ..train.checkpoint import with_ext
 
@@ -78,7 +79,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
+        raise UsageError(f"cannot read {path}: {err}") from None
 
 
 def _per_sample(path: Path) -> dict[str, np.ndarray]:
@@ -88,7 +89,7 @@ def _per_sample(path: Path) -> dict[str, np.ndarray]:
     try:
         return load_safetensors(data)
     except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"cannot read per-sample records {path}: {err}") from None
+        raise UsageError(f"cannot read per-sample records {path}: {err}") from None
 
 
 def _eval_records(summary_path: Path, summary: dict[str, Any]) -> dict[str, np.ndarray] | None:
@@ -137,7 +138,7 @@ def read_run(path: str | Path) -> RunRecord:
                              per_sample=_find_per_sample(path.parent, stem),
                              bench=_bench(path.parent, stem),
                              epochs=_jsonl(path.parent / f"{stem}.metrics.jsonl"))
-    raise ValueError(f"{path} holds no dmnn run: pass a run folder (dmnn train --out), a "
+    raise UsageError(f"{path} holds no dmnn run: pass a run folder (dmnn train --out), a "
                      "dmnn eval output (.json) or a metrics JSON")
 
 
@@ -167,7 +168,7 @@ def _read_folder(folder: Path) -> RunRecord:
                        target_rate=config.get("target_rate"))
         finished = False
     else:
-        raise ValueError(f"{folder} holds no dmnn run (no metrics.json or metrics.jsonl): pass "
+        raise UsageError(f"{folder} holds no dmnn run (no metrics.json or metrics.jsonl): pass "
                          "a folder written by dmnn train")
     return RunRecord(folder.name, folder, metrics, finished, config=config, epochs=epochs,
                      per_sample=_find_per_sample(folder, "calibrated"),

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..errors import UsageError
 from ..network.dynamic_net import DynamicNet
 
 FRACTIONS = (0.5, 0.625, 0.75, 0.875, 0.9375)
@@ -70,7 +71,7 @@ def autotune_sparse(
 ) -> dict[int, list[float]]:
     """Set and return ``dense_above`` per gated block for batches shaped like ``x``."""
     if x.shape[0] < 2:
-        raise ValueError("autotuning needs a batch of at least 2 (batch 1 never gathers)")
+        raise UsageError("autotuning needs a batch of at least 2 (batch 1 never gathers)")
     model.eval()
     chosen: dict[int, list[float]] = {}
     for block, inp in zip(model.blocks, _inputs(model, x), strict=True):

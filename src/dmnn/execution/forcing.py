@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..checks import check_number
+from ..errors import UsageError
 from ..network.block import blocks_patched
 from ..network.dynamic_net import DynamicNet
 from ..network.gate import GateOverride
@@ -32,7 +33,7 @@ def make_override(model: DynamicNet, spec: GateSpec, seed: int = 0) -> GateOverr
         return spec
     if isinstance(spec, str):
         if spec not in ("on", "off"):
-            raise ValueError(f"gate spec must be 'on', 'off', a rate or a pattern, got {spec!r}")
+            raise UsageError(f"gate spec must be 'on', 'off', a rate or a pattern, got {spec!r}")
         value = 1.0 if spec == "on" else 0.0
         return lambda i, b, dev: torch.full((b, sizes[i]), value, device=dev)
     if isinstance(spec, int | float):
@@ -46,7 +47,7 @@ def make_override(model: DynamicNet, spec: GateSpec, seed: int = 0) -> GateOverr
         return draw
     pattern = list(spec)
     if len(pattern) != len(sizes):
-        raise ValueError(
+        raise UsageError(
             f"gate pattern has {len(pattern)} entries, the model has {len(sizes)} blocks"
         )
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..checks import check_int, check_number, option
 from ..distributed.batch_stats import batch_means
+from ..errors import UsageError
 from ..execution.forcing import force_gates
 from ..network.gate import Gate, GateDecision
 from ..network.gumbel import on_gates
@@ -290,7 +291,7 @@ class DMNNLoss(Loss):
         has_heads = any(c is not None for c in routing.category_logits)
         if dynamic and opts.category_supervision and has_heads:
             if categories is None:
-                raise ValueError("category supervision needs category labels for the batch")
+                raise UsageError("category supervision needs category labels for the batch")
             weights = stage_weights(routing.stages, opts.ctg_base, opts.ctg_factor)
             l_ctg = category_loss(routing.category_logits, weights, categories)
             total = total + opts.alpha_ctg * l_ctg
@@ -318,7 +319,7 @@ class DMNN(Method):
     def check_config(self, cfg: TrainConfig) -> None:
         warmup = cfg.options.gate_warmup_epochs
         if warmup and not 0 < warmup < cfg.epochs:
-            raise ValueError(f"gate_warmup_epochs must be in [0, epochs), got "
+            raise UsageError(f"gate_warmup_epochs must be in [0, epochs), got "
                              f"{warmup} with {cfg.epochs} epochs")
 
     def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:

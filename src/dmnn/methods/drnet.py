@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_int, check_rate, option
+from ..errors import UsageError
 from ..execution.sparse import gather, run_rows
 from ..network.gate import Gate, GateDecision
 from ..network.routing import Routing
@@ -248,7 +249,7 @@ class DRNet(Method):
     def check_config(self, cfg: TrainConfig) -> None:
         n = cfg.options.router_finetune_epochs
         if n is not None and not 0 <= n < cfg.epochs:
-            raise ValueError(f"router_finetune_epochs must be an integer in [0, epochs), got "
+            raise UsageError(f"router_finetune_epochs must be an integer in [0, epochs), got "
                              f"{n!r} with {cfg.epochs} epochs")
 
     def epoch_setup(self, model: DynamicNet, cfg: TrainConfig, epoch: int) -> EpochSetup:

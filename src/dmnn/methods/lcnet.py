@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checks import check_int, check_number, check_rate, option
+from ..errors import UsageError
 from ..execution.fused import Conv, folded_ops
 from ..execution.sparse import gather, run_rows
 from ..network.gate import Gate, GateDecision
@@ -59,7 +60,7 @@ def _check_lc_path(path: nn.Module) -> None:
           and isinstance(path[1], nn.BatchNorm2d) and isinstance(path[3], nn.Conv2d)
           and path[0].groups == 1 and path[3].groups == 1)
     if not ok:
-        raise ValueError("LC-Net needs a path starting conv → BN → act → conv (ungrouped)")
+        raise UsageError("LC-Net needs a path starting conv → BN → act → conv (ungrouped)")
 
 
 def path_forward(path: nn.Sequential, x: Tensor, channel: Tensor) -> Tensor:

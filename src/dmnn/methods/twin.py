@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..checks import option
+from ..errors import UsageError
 from .base import Method, SubBlocks
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class TwinOptions(SubBlocks):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.keep_sub_blocks > self.num_sub_blocks:
-            raise ValueError(f"keep_sub_blocks must be in [0, num_sub_blocks = "
+            raise UsageError(f"keep_sub_blocks must be in [0, num_sub_blocks = "
                              f"{self.num_sub_blocks}], got {self.keep_sub_blocks}")
 
     def gate_factory(self) -> None:

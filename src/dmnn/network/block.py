@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from . import executor as ex
 from .gate import Gate, GateDecision, GateFactory, GateOverride
 from .inplace import global_hooks, shares_memory
@@ -40,7 +41,7 @@ class GatedBlock(nn.Module):
         if gate is not None and not isinstance(gate, Gate):
             raise TypeError(f"a block's gate must subclass dmnn.Gate, got {type(gate).__name__}")
         if gate is not None and shortcut is None:
-            raise ValueError("a gated block needs a shortcut: with every path off it has no output")
+            raise UsageError("a gated block needs a shortcut: with every path off it has no output")
         self.paths = nn.ModuleList(paths)
         self.shortcut = shortcut
         self.gate = gate

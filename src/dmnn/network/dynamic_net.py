@@ -8,6 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..checks import check_int, check_number
+from ..errors import UsageError
 from . import executor as ex
 from .block import GatedBlock
 from .gate import training_only_parameters
@@ -93,9 +94,9 @@ class DynamicNet(nn.Module):
     def check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must be a 4-D (B, C, H, W) tensor, got {shape}")
+            raise UsageError(f"x must be a 4-D (B, C, H, W) tensor, got {shape}")
         if x.shape[1] != self.in_chans:
-            raise ValueError(
+            raise UsageError(
                 f"x has {x.shape[1]} channels but the model was built with in_chans={self.in_chans}"
             )
 

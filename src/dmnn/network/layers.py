@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import UsageError
+
 
 def conv_bn(
     c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, act: type | None = None
@@ -39,7 +41,7 @@ class PadShortcut(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
         if c_out < c_in:
-            raise ValueError(f"PadShortcut needs c_out >= c_in, got c_in={c_in}, c_out={c_out}")
+            raise UsageError(f"PadShortcut needs c_out >= c_in, got c_in={c_in}, c_out={c_out}")
         self.c_in, self.c_out, self.stride = c_in, c_out, stride
 
     def forward(self, x: Tensor) -> Tensor:

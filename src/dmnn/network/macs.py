@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from .layers import ChannelSlice, PadShortcut
 
 if TYPE_CHECKING:
@@ -61,19 +62,19 @@ def walk(module: nn.Module | None, shape: Shape) -> tuple[int, Shape]:
     if isinstance(module, nn.Conv2d):
         c, h, w = shape
         if c != module.in_channels:
-            raise ValueError(f"{module} got {c} input channels")
+            raise UsageError(f"{module} got {c} input channels")
         if isinstance(module.padding, str):
             raise TypeError(f"string padding is not supported by the MACs walker: {module}")
         (kh, kw), (sh, sw) = _pair(module.kernel_size), _pair(module.stride)
         (ph, pw), (dh, dw) = _pair(module.padding), _pair(module.dilation)
         ho, wo = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
         if ho < 1 or wo < 1:
-            raise ValueError(f"feature map {h}×{w} is too small for {module}: use a larger input")
+            raise UsageError(f"feature map {h}×{w} is too small for {module}: use a larger input")
         macs = module.out_channels * ho * wo * (c // module.groups) * kh * kw
         return macs, (module.out_channels, ho, wo)
     if isinstance(module, nn.Linear):
         if shape != (module.in_features,):
-            raise ValueError(f"{module} got input shape {shape}")
+            raise UsageError(f"{module} got input shape {shape}")
         return module.in_features * module.out_features, (module.out_features,)
     if isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
         c, h, w = shape
@@ -156,7 +157,7 @@ class MacsTable:
         each saves ``channel_macs`` of that block where the path runs.
         """
         if len(gates) != self.num_blocks:
-            raise ValueError(f"gates has {len(gates)} blocks, the table has {self.num_blocks}")
+            raise UsageError(f"gates has {len(gates)} blocks, the table has {self.num_blocks}")
         total: Tensor | None = None
         for i, (g, cost, gated) in enumerate(zip(gates, self.paths, self.gated, strict=True)):
             if g is None or not gated:
@@ -208,7 +209,7 @@ def build_macs_table(model: DynamicNet, input_size: tuple[int, int]) -> MacsTabl
         if block.shortcut is not None:
             sc_macs, sc_shape = walk(block.shortcut, in_shape)
         if sc_shape is not None and out_shape is not None and sc_shape != out_shape:
-            raise ValueError(f"block {block.index}: shortcut gives {sc_shape}, paths {out_shape}")
+            raise UsageError(f"block {block.index}: shortcut gives {sc_shape}, paths {out_shape}")
         gate = block.gate
         ctrl = gate.inference_macs(in_shape) if gate is not None else 0
         channel.append(gate.channel_macs(block.paths[0], in_shape) if gate is not None else 0)

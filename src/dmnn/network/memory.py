@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from ..errors import UsageError
 from .macs import Shape, walk
 
 if TYPE_CHECKING:
@@ -85,5 +86,5 @@ def check_fits(need: int, what: str, fix: str) -> None:
     """ValueError in one line when ``need`` bytes exceed the memory available."""
     have = available_bytes()
     if have is not None and need > have:
-        raise ValueError(f"{what} needs about {need / 2**30:.1f} GiB of memory, "
+        raise UsageError(f"{what} needs about {need / 2**30:.1f} GiB of memory, "
                          f"{have / 2**30:.1f} GiB is available: {fix}")

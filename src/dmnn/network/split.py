@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 from ..checks import check_int
+from ..errors import UsageError
 
 
 def check_num_sub_blocks(n: int) -> None:
@@ -28,7 +29,7 @@ def even_split(width: int, n: int, what: str) -> int:
     """Width per sub-block for layers whose parameters are linear in ``width``."""
     check_num_sub_blocks(n)
     if width % n:
-        raise ValueError(
+        raise UsageError(
             f"num_sub_blocks={n} cannot split the {width}-channel {what} evenly: "
             f"choose num_sub_blocks dividing {width}"
         )
@@ -50,7 +51,7 @@ def bottleneck_sub_width(
     width = (-b + math.sqrt(b * b + 36 * original / n)) / 18
     sub = round(width)
     if sub < 1:
-        raise ValueError(
+        raise UsageError(
             f"num_sub_blocks={n} is too many for a bottleneck of width {mid}: sub-blocks would "
             "have no channels; choose a smaller num_sub_blocks"
         )

@@ -52,6 +52,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checks import check_choice, check_number
+from ..errors import UsageError
 from ..evaluation.metrics import collect, summarize_record
 from ..execution.fused import drop_fused
 from ..network.dynamic_net import DynamicNet
@@ -82,10 +83,10 @@ def shiftable_gates(model: DynamicNet) -> list[Gate]:
     """The gates of ``model``; a ValueError names the first gate with no threshold to shift."""
     gates = [b.gate for b in model.gated_blocks]
     if not gates:
-        raise ValueError("the model has no gates to calibrate (a static model)")
+        raise UsageError("the model has no gates to calibrate (a static model)")
     for gate in gates:
         if not gate.calibratable:
-            raise ValueError(
+            raise UsageError(
                 f"{type(gate).__name__} has no decision threshold to shift: gate calibration "
                 "needs gates with calibratable = True (DMNN, ConvNet-AIG, DRNet, LC-Net)"
             )

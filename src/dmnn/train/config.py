@@ -23,6 +23,7 @@ import yaml
 
 from ..checks import check_fields, field_types, option
 from ..distributed.group import BACKENDS
+from ..errors import UsageError
 from ..methods.base import MethodOptions
 from ..methods.objective import LossConfig
 from ..registry import list_methods, list_models, method_of, native_input_size
@@ -165,24 +166,24 @@ class TrainConfig:
         check_model(self.model)
         check_fields(self)
         if type(self.options) is not self.method.options:
-            raise ValueError(f"options of {self.model} must be {self.method.options.__name__}, "
+            raise UsageError(f"options of {self.model} must be {self.method.options.__name__}, "
                              f"got {type(self.options).__name__}")
         if self.schedule == "multistep" and not self.milestones:
-            raise ValueError("schedule 'multistep' needs milestones (epochs where lr drops)")
+            raise UsageError("schedule 'multistep' needs milestones (epochs where lr drops)")
         method = self.method
         if self.loss.distill and not method.gated:
-            raise ValueError(f"--distill needs a gated model (its all-on network is the "
+            raise UsageError(f"--distill needs a gated model (its all-on network is the "
                              f"teacher): {self.model} has no gates")
         if self.gate_weight_decay is not None and not method.gated:
-            raise ValueError(f"--gate-weight-decay needs a gated model: {self.model} has no gates")
+            raise UsageError(f"--gate-weight-decay needs a gated model: {self.model} has no gates")
         if self.loss.gate_entropy and not method.gated:
-            raise ValueError(f"--gate-entropy needs a gated model: {self.model} has no gates")
+            raise UsageError(f"--gate-entropy needs a gated model: {self.model} has no gates")
         warmup = self.loss.gate_entropy_warmup
         if warmup and not self.loss.gate_entropy:
-            raise ValueError("--gate-entropy-warmup ramps --gate-entropy, which is 0: set "
+            raise UsageError("--gate-entropy-warmup ramps --gate-entropy, which is 0: set "
                              "--gate-entropy too")
         if warmup > self.epochs:
-            raise ValueError(f"--gate-entropy-warmup ({warmup:g} epochs) is "
+            raise UsageError(f"--gate-entropy-warmup ({warmup:g} epochs) is "
                              f"longer than --epochs ({self.epochs}): shorten it")
         method.check_config(self)
 
@@ -217,12 +218,12 @@ class TrainConfig:
         foreign = {k: owners for k in values if k not in own and (owners := owners_of(k))}
         if foreign and not saved:
             key = sorted(foreign)[0]
-            raise ValueError(f"{key} is an option of {' and '.join(foreign[key])} models, not "
+            raise UsageError(f"{key} is an option of {' and '.join(foreign[key])} models, not "
                              f"of {model}: drop it (or pick such a model)")
         unknown = sorted(set(values) - own - set(foreign)) + sorted(set(loss) - loss_names) \
             + sorted(set(opts) - opt_names)
         if unknown:
-            raise ValueError(f"unknown config option {unknown[0]!r}: see `dmnn train --help`")
+            raise UsageError(f"unknown config option {unknown[0]!r}: see `dmnn train --help`")
         return cls(**{k: v for k, v in values.items() if k in own}, loss=LossConfig(**loss),
                    options=method.options(**opts))
 
@@ -240,13 +241,13 @@ def _section(values: dict[str, Any], name: str) -> dict[str, Any]:
     """The nested mapping ``name:`` of a config, popped from ``values`` (empty if absent)."""
     nested = values.pop(name, None) or {}
     if not isinstance(nested, Mapping):
-        raise ValueError(f"config option {name!r} must be a mapping of {name} options")
+        raise UsageError(f"config option {name!r} must be a mapping of {name} options")
     return normalize(nested)
 
 
 def check_model(model: Any) -> None:
     if not isinstance(model, str) or model not in list_models():
-        raise ValueError(f"unknown model {model!r}: see `dmnn models`")
+        raise UsageError(f"unknown model {model!r}: see `dmnn models`")
 
 
 def owners_of(name: str) -> list[str]:
@@ -261,7 +262,7 @@ def normalize(values: Mapping[str, Any]) -> dict[str, Any]:
         name = str(key).replace("-", "_")
         name = ALIASES.get(name, name)
         if name in out:
-            raise ValueError(f"config option {name!r} is given twice (as {key!r} too)")
+            raise UsageError(f"config option {name!r} is given twice (as {key!r} too)")
         out[name] = value
     return out
 
@@ -320,16 +321,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
-        raise ValueError(f"config file {p} is a folder: pass a YAML file")
+        raise UsageError(f"config file {p} is a folder: pass a YAML file")
     if not p.is_file():
-        raise ValueError(f"config file {p} not found")
+        raise UsageError(f"config file {p} not found")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
         first = str(err).splitlines()[0]
-        raise ValueError(f"config file {p} is not valid YAML: {first}") from None
+        raise UsageError(f"config file {p} is not valid YAML: {first}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config file {p} must hold a mapping of option: value")
+        raise UsageError(f"config file {p} must hold a mapping of option: value")
     return normalize(data)
 
 
@@ -346,7 +347,7 @@ def resolve_config(
     values: dict[str, Any] = {}
     if name is not None:
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+            raise UsageError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
         values.update(PRESETS[name])
         values["preset"] = name
     given = {k: v for k, v in normalize(overrides or {}).items() if v is not None}
@@ -357,7 +358,7 @@ def resolve_config(
         if recipe is not None:
             values["recipe"] = recipe
     if recipe is not None and recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
+        raise UsageError(f"unknown recipe {recipe!r}: choose one of {', '.join(RECIPES)}")
     values.update(RECIPES.get(recipe, {}))
     if model in list_models():
         mine = set(method_of(model).options.config_names())

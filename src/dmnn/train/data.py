@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DataBundle, load_dataset
-from ..errors import DataError
+from ..errors import CategoryError
 from .config import TrainConfig
 
 
@@ -33,9 +33,8 @@ def load_run_data(cfg: TrainConfig, device: torch.device | None = None) -> DataB
                 device=device if device is not None and device.type != "cpu" else None,
                 pin_memory=device is not None and device.type == "cuda",
             )
-        except DataError as err:
-            if categories is not None or cfg.method.uses_categories(cfg) or (
-                    "categor" not in str(err)):
+        except CategoryError as err:
+            if categories is not None or cfg.method.uses_categories(cfg):
                 raise
             say(f"categories: {err}; {cfg.model} trains without them, so every class is "
                 "reported as one category")

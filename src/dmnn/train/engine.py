@@ -24,7 +24,7 @@ from ..data import DataBundle
 from ..data.loaders import epoch_seed
 from ..distributed.group import setup
 from ..distributed.sync_bn import convert_sync_batchnorm
-from ..errors import TrainingError, TrainingInterrupted
+from ..errors import TrainingError, TrainingInterrupted, UsageError
 from ..evaluation.metrics import collect, summarize_record
 from ..execution.forcing import force_gates
 from ..network.dynamic_net import DynamicNet
@@ -118,7 +118,7 @@ class Trainer:
                                        cfg.dist_timeout)
         self.main = self.dist is None or self.dist.is_main  # the rank that writes files
         if cfg.sync_bn and self.dist is None:
-            raise ValueError("--sync-bn needs a process group: launch with torchrun "
+            raise UsageError("--sync-bn needs a process group: launch with torchrun "
                              "--nproc-per-node K (K > 1), or drop --sync-bn")
         self.precision = Precision(cfg.amp, self.device, cfg.channels_last)
         if cfg.threads:
@@ -130,7 +130,7 @@ class Trainer:
         if self.dist is not None:
             world = self.dist.world_size
             if self.data.test.num_samples < world:
-                raise ValueError(f"the test split has {self.data.test.num_samples} images, "
+                raise UsageError(f"the test split has {self.data.test.num_samples} images, "
                                  f"fewer than the {world} processes: launch fewer")
             self.data.train.shard(self.dist.rank, world, pad=True)
             self.data.test.shard(self.dist.rank, world, pad=False)
@@ -166,7 +166,7 @@ class Trainer:
         )
         self.steps_per_epoch = len(self.data.train)
         if self.steps_per_epoch == 0:
-            raise ValueError("the training split is smaller than one batch: lower --batch-size")
+            raise UsageError("the training split is smaller than one batch: lower --batch-size")
         self.loss = cfg.method.loss(cfg, self.steps_per_epoch)  # the whole objective
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
@@ -194,7 +194,7 @@ class Trainer:
         if resume and self.last_path.is_file():
             trained = read_meta(self.last_path)["extra"]["state"]["epoch"]
             if trained > self.cfg.epochs:
-                raise ValueError(
+                raise UsageError(
                     f"--epochs {self.cfg.epochs} is fewer than the {trained} epochs {self.out} "
                     f"has trained: pass --epochs {trained} or more")
         if not resume and (has_checkpoint or (self.out / "metrics.jsonl").exists()):

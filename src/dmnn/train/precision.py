@@ -12,6 +12,8 @@ from contextlib import AbstractContextManager
 
 import torch
 
+from ..errors import UsageError
+
 AMP_MODES = ("off", "bf16", "fp16")
 _DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -21,9 +23,9 @@ class Precision:
 
     def __init__(self, amp: str, device: torch.device, channels_last: bool = False) -> None:
         if amp not in AMP_MODES:
-            raise ValueError(f"--amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+            raise UsageError(f"--amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
         if amp == "fp16" and device.type != "cuda":
-            raise ValueError(f"--amp fp16 needs CUDA (its GradScaler does not run on "
+            raise UsageError(f"--amp fp16 needs CUDA (its GradScaler does not run on "
                              f"{device.type}): use --amp bf16 there")
         self.amp, self.device, self.dtype = amp, device, _DTYPES[amp]
         self.channels_last = channels_last
