@@ -286,7 +286,7 @@ def test_ctrl_c_anywhere_is_exit_130_and_one_line(tmp_path, monkeypatch):
         result = runner.invoke(app, [*RUN, "--out", str(tmp_path / "a")])
     assert result.exit_code == 130 and result.stderr == "error: interrupted: nothing was saved\n"
     with monkeypatch.context() as m:  # gate calibration: --resume finishes it
-        m.setattr("dmnn.train.engine.calibrate", ctrl_c)
+        m.setattr("dmnn.train.finish.calibrate", ctrl_c)
         result = runner.invoke(app, [*RUN, "--epochs", "1", "--out", str(tmp_path / "b")])
     assert result.exit_code == 130 and "--resume` finishes the calibration" in result.stderr
     result = runner.invoke(app, ["train", "--out", str(tmp_path / "b"), "--resume",

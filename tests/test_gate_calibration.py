@@ -284,7 +284,7 @@ def test_the_engine_passes_the_configured_slack(tmp_path: Path):
 
 
 def test_a_miss_keeps_the_trained_gates_and_is_written_to_metrics_json(tmp_path, monkeypatch):
-    import dmnn.train.engine as engine
+    import dmnn.train.finish as engine
     real = engine.calibrate
     monkeypatch.setattr(engine, "calibrate", lambda *a, **k: real(*a, **k, candidates=()))
     out = tmp_path / "run"
@@ -301,7 +301,7 @@ def test_a_miss_keeps_the_trained_gates_and_is_written_to_metrics_json(tmp_path,
 
 def test_calibration_chooses_on_the_holdout_and_re_estimates_bn_on_training_images(
         tmp_path, monkeypatch):
-    import dmnn.train.engine as engine
+    import dmnn.train.finish as engine
     seen = {}
     real = engine.calibrate
 

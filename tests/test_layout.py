@@ -98,6 +98,21 @@ def test_no_import_cycles():
     assert "dmnn.execution.dispatch" in graph["dmnn.network.executor"]
 
 
+def test_file_writing_is_apart_from_the_checkpoint_format():
+    """#31: atomic writes live in dmnn.files; figures and reports do not reach into training."""
+    mods = modules()
+    known = set(mods)
+    for name in ("dmnn.evaluation.figures", "dmnn.evaluation.report", "dmnn.cli.eval_cmd"):
+        deps = imports_of(name, mods[name], known)
+        assert "dmnn.train.checkpoint" not in deps or name == "dmnn.cli.eval_cmd", name
+        assert "dmnn.files" in deps, name
+    assert "dmnn.files" in imports_of("dmnn.train.checkpoint", mods["dmnn.train.checkpoint"],
+                                      known)
+    # the trainer's parts are modules of their own
+    engine = imports_of("dmnn.train.engine", mods["dmnn.train.engine"], known)
+    assert {"dmnn.train.loop", "dmnn.train.finish", "dmnn.train.run_folder"} <= engine
+
+
 def module_level_imports(name: str, path: Path) -> set[str]:
     """The dmnn modules ``name`` imports when it is imported (not inside a function or a
     ``TYPE_CHECKING`` block)."""

@@ -9,13 +9,8 @@ from typing import Annotated
 import typer
 
 from ..checks import check_output
-from ..train.checkpoint import (
-    atomic_save_tensors,
-    atomic_write_json,
-    read_checkpoint,
-    with_ext,
-    writing,
-)
+from ..files import atomic_write_json, with_ext, writing
+from ..train.checkpoint import atomic_save_tensors, read_checkpoint
 from .app import fail, friendly, print_json
 
 

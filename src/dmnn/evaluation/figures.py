@@ -8,7 +8,6 @@ Outputs are deterministic for the same inputs (no timestamps or random ids in th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from ..errors import UsageError
-from ..train.checkpoint import temp_beside
+from ..files import atomic_write
 from .runs import RunRecord
 
 DPI = 100
@@ -31,18 +30,14 @@ LAMBDA_KEYS = ("train_loss_dual", "train_loss_mu", "train_loss_lambda")
 
 def save(fig: Figure, path: Path, fmt: str) -> Path:
     """Write ``fig`` to ``path`` atomically and reproducibly (no date, version or random ids)."""
-    fd, tmp = temp_beside(path)
-    os.close(fd)
     metadata: dict[str, Any] = ({"Software": None} if fmt == "png"
                                 else {"Date": None, "Creator": None})
-    try:
+
+    def write(tmp: str) -> None:
         with rc_context({"svg.hashsalt": "dmnn", "svg.fonttype": "none"}):
             fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def pareto(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -254,15 +249,3 @@ def curves(run: RunRecord, path: Path, fmt: str = "png") -> dict[str, list[float
     fig.tight_layout()
     save(fig, path, fmt)
     return series
-
-
-def write_text(path: Path, text: str) -> None:
-    """A text file written atomically (the report's index, last)."""
-    fd, tmp = temp_beside(path)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..checks import check_choice, check_output
 from ..errors import DataError, UsageError
+from ..files import atomic_write_text
 from . import figures
 from .runs import RunRecord, read_run
 
@@ -140,4 +141,4 @@ def _write_index(out: Path, runs: Sequence[RunRecord], report: Report) -> None:
         lines += [f"![{path.stem}]({path.name})", "", caption, ""]
     if report.skipped:
         lines += ["## Skipped", ""] + [f"- {s}" for s in report.skipped] + [""]
-    figures.write_text(out / "index.md", "\n".join(lines))
+    atomic_write_text(out / "index.md", "\n".join(lines))

@@ -18,8 +18,8 @@ import yaml
 from safetensors.numpy import load as load_safetensors
 
 from ..errors import UsageError
+from ..files import with_ext
 from ..registry import backbone_of, create_model, list_models, method_of
-from ..train.checkpoint import with_ext
 
 DATA_SHAPES = {"digits": (10, 8), "cifar10": (10, 32), "cifar100": (100, 32)}
 """(classes, image side) of the built-in datasets: what the static MACs are counted at."""

@@ -13,15 +13,12 @@ unpickled.
 
 from __future__ import annotations
 
-import errno
 import glob
 import hashlib
 import json
 import os
 import random
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import CheckpointError, TrainingError
+from ..errors import CheckpointError
+from ..files import (
+    atomic_write_json,
+    move_into_place,
+    temp_beside,
+    umask_mode,
+    with_ext,
+)
 from ..network.gate import Gate
 
 FORMAT = "dmnn-checkpoint/1"
@@ -46,54 +50,6 @@ def _step(name: str, json_path: Path) -> None:
         FAULT(name, json_path)
 
 
-@contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """A failed write (a full disk, a file-size limit, a read-only folder) as one line naming
-    the path, instead of a traceback."""
-    try:
-        yield
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            why = "the disk is full"
-        elif err.errno == errno.EFBIG:
-            why = "a file-size limit was reached"
-        else:
-            why = err.strerror or str(err)
-        raise TrainingError(f"cannot write {path}: {why}") from None
-
-
-def _umask_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def temp_beside(path: Path) -> tuple[int, str]:
-    """A temp file next to ``path`` (same filesystem, so the rename is atomic), mode 0666&~umask."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, _umask_mode())
-    return fd, tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
-    fd, tmp = temp_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[str, str]:
     """The tensors in a fsynced temp file beside ``path`` (honouring the umask: safetensors
     creates its file 0600); returns (temp path, SHA-256)."""
@@ -101,7 +57,7 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[str, s
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-        os.chmod(tmp, _umask_mode())
+        os.chmod(tmp, umask_mode())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         return tmp, _sha256(Path(tmp))
@@ -110,19 +66,10 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[str, s
         raise
 
 
-def _move_into_place(tmp: str, path: Path) -> None:
-    """Rename a finished temp file to ``path``; the temp file never outlives a failed rename."""
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Save a safetensors file atomically; returns its SHA-256."""
     tmp, digest = _write_tensors(path, tensors)
-    _move_into_place(tmp, path)
+    move_into_place(tmp, path)
     return digest
 
 
@@ -254,7 +201,7 @@ def save_checkpoint(
     tmp, digest = _write_tensors(json_path, tensors)
     _step("tensors-written", json_path)
     tensor_path = with_ext(base, f".{digest[:16]}.safetensors")
-    _move_into_place(tmp, tensor_path)
+    move_into_place(tmp, tensor_path)
     _step("tensors-renamed", json_path)
     meta["sha256"], meta["tensors"] = digest, tensor_path.name
     atomic_write_json(json_path, meta)  # the commit point
@@ -262,13 +209,6 @@ def save_checkpoint(
     tidy(with_ext(base, ""), keep=tensor_path.name)
     _step("tidied", json_path)
     return json_path
-
-
-def with_ext(base: str | Path, ext: str) -> Path:
-    """``base`` + ``ext``, after dropping a .json/.safetensors ending; other dots are part of the
-    name (Path.with_suffix would turn "run/epoch.1" into "run/epoch.json")."""
-    name = str(base).removesuffix(".json").removesuffix(".safetensors")
-    return Path(name + ext)
 
 
 def read_meta(json_path: Path) -> dict[str, Any]:
