@@ -229,3 +229,28 @@ def test_control_flow_by_exception_type_not_message_text():
             if by_text.search(line.split("#", 1)[0]):
                 offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_methods_never_import_the_trainer_not_even_for_annotations():
+    """#31: the type-only circle methods/base ↔ train/config is gone: a method reads the run's
+    settings through the ``RunSettings`` protocol."""
+    def targets(name: str, path: Path) -> set[str]:  # every ImportFrom, TYPE_CHECKING included
+        package = name.rsplit(".", 1)[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                found.add(f"{base}.{node.module}" if node.level else node.module or "")
+        return found
+
+    methods = {name: targets(name, path) for name, path in modules().items()
+               if name.startswith("dmnn.methods.")}
+    assert "dmnn.network.routing" in methods["dmnn.methods.base"]  # the walker sees imports
+    offenders = {name: sorted(t for t in found if t.startswith("dmnn.train"))
+                 for name, found in methods.items()}
+    assert not any(offenders.values()), offenders
+    from dmnn.methods.base import RunSettings
+    from dmnn.train.config import TrainConfig
+
+    cfg = TrainConfig()
+    assert all(hasattr(cfg, name) for name in RunSettings.__annotations__)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +23,7 @@ from ..checks import check_rate, option
 from ..network.gate import Gate, GateDecision
 from ..network.gumbel import on_gates
 from ..network.routing import Routing, execution_rates
-from .base import GumbelGates, Loss, LossOutput, Method
-
-if TYPE_CHECKING:
-    from ..train.config import TrainConfig
+from .base import GumbelGates, Loss, LossOutput, Method, RunSettings
 
 
 class AIGGate(Gate):
@@ -100,11 +96,11 @@ class AIG(Method):
     options = AIGOptions
     doc = "ConvNet-AIG variant (one gate per block)"
 
-    def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
+    def build_loss(self, cfg: RunSettings, total_steps: int) -> Loss:
         return AIGLoss(cfg.loss.target_rate, alpha_res=cfg.loss.alpha_res,
                        alpha_cls=cfg.loss.alpha_cls)
 
-    def calibration_metric(self, cfg: TrainConfig) -> str:
+    def calibration_metric(self, cfg: RunSettings) -> str:
         """Its loss targets the execution rate, so calibration holds that at r."""
         return "exec_rate"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from ..data import DataBundle
     from ..evaluation.metrics import EvalRecord
     from ..network.dynamic_net import DynamicNet
-    from ..train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -159,6 +158,17 @@ class EpochSetup:
     record: dict[str, float | int] = field(default_factory=dict)
 
 
+class RunSettings(Protocol):
+    """What a method reads of a run's configuration (:class:`dmnn.train.config.TrainConfig` is
+    one): its own options, the objective's section, the schedule's length and the target.
+    A protocol, so ``methods/`` never imports ``train/``, not even for its annotations."""
+
+    options: MethodOptions
+    loss: LossConfig
+    epochs: int
+    target_rate: float
+
+
 class Method:
     """One gating method in the harness; subclass it and override what the method has.
 
@@ -185,44 +195,44 @@ class Method:
         """Whether the method has a model of ``backbone``."""
         return True
 
-    def model_kwargs(self, cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
+    def model_kwargs(self, cfg: RunSettings, data: DataBundle) -> dict[str, Any]:
         """The method's ``create_model`` keyword arguments for a training config: its model
         options as configured (a method adds what the data decides)."""
         return cfg.options.to_dict()
 
-    def loss(self, cfg: TrainConfig, steps_per_epoch: int) -> Loss:
+    def loss(self, cfg: RunSettings, steps_per_epoch: int) -> Loss:
         """The run's whole objective: :meth:`build_loss` with the shared levers attached."""
         loss = self.build_loss(cfg, cfg.epochs * steps_per_epoch)
         loss.levers = Levers.of(cfg.loss, steps_per_epoch)
         return loss
 
-    def check_config(self, cfg: TrainConfig) -> None:
+    def check_config(self, cfg: RunSettings) -> None:
         """Refuse config options that do not fit the method (one-line ValueError)."""
 
-    def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
+    def build_loss(self, cfg: RunSettings, total_steps: int) -> Loss:
         """The training loss; ``total_steps`` (epochs × steps per epoch) sizes adaptive steps."""
         return ClassificationLoss(cfg.loss.alpha_cls)
 
-    def uses_categories(self, cfg: TrainConfig) -> bool:
+    def uses_categories(self, cfg: RunSettings) -> bool:
         """Whether training needs the coarse categories (else a default grouping that does not
         fit the dataset only costs its per-category report, not the run)."""
         return False
 
-    def unused_parameters(self, cfg: TrainConfig) -> bool:
+    def unused_parameters(self, cfg: RunSettings) -> bool:
         """Whether a training step may leave parameters without a gradient (a path no row of the
         rank took, a frozen router): DDP then searches the graph for them every step."""
         return False
 
-    def train_copies(self, cfg: TrainConfig) -> int:
+    def train_copies(self, cfg: RunSettings) -> int:
         """Augmented copies of every training sample per batch."""
         return 1
 
-    def calibration_metric(self, cfg: TrainConfig) -> str | None:
+    def calibration_metric(self, cfg: RunSettings) -> str | None:
         """What gate calibration holds at r (the quantity the method's loss targets), or None:
         ``macs_ratio``, ``macs_ratio_dynamic`` or ``exec_rate``."""
         return None
 
-    def epoch_setup(self, model: DynamicNet, cfg: TrainConfig, epoch: int) -> EpochSetup:
+    def epoch_setup(self, model: DynamicNet, cfg: RunSettings, epoch: int) -> EpochSetup:
         """Prepare ``model`` for training epoch ``epoch`` (0-based)."""
         return EpochSetup()
 

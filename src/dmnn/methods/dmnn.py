@@ -32,13 +32,21 @@ from ..execution.forcing import force_gates
 from ..network.gate import Gate, GateDecision
 from ..network.gumbel import on_gates
 from ..network.routing import MACS_SCOPES, Routing, execution_rates
-from .base import EpochSetup, GumbelGates, Loss, LossConfig, LossOutput, Method, SubBlocks
+from .base import (
+    EpochSetup,
+    GumbelGates,
+    Loss,
+    LossConfig,
+    LossOutput,
+    Method,
+    RunSettings,
+    SubBlocks,
+)
 from .objective import flops_loss
 
 if TYPE_CHECKING:
     from ..data import DataBundle
     from ..network.dynamic_net import DynamicNet
-    from ..train.config import TrainConfig
 
 
 class DMNNController(Gate):
@@ -310,29 +318,29 @@ class DMNN(Method):
     # (results/frontier/README.md; proxy/dmnn_r*_pe_dual*.json)
     default_recipe = "paper-entropy-dual"
 
-    def model_kwargs(self, cfg: TrainConfig, data: DataBundle) -> dict[str, Any]:
+    def model_kwargs(self, cfg: RunSettings, data: DataBundle) -> dict[str, Any]:
         """The configured model options; K from the data's categories (0 without category
         supervision: no category heads)."""
         return {**cfg.options.to_dict(), "num_categories":
                 data.num_categories if cfg.options.category_supervision else 0}
 
-    def check_config(self, cfg: TrainConfig) -> None:
+    def check_config(self, cfg: RunSettings) -> None:
         warmup = cfg.options.gate_warmup_epochs
         if warmup and not 0 < warmup < cfg.epochs:
             raise UsageError(f"gate_warmup_epochs must be in [0, epochs), got "
                              f"{warmup} with {cfg.epochs} epochs")
 
-    def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
+    def build_loss(self, cfg: RunSettings, total_steps: int) -> Loss:
         return DMNNLoss(cfg.options, cfg.loss)
 
-    def uses_categories(self, cfg: TrainConfig) -> bool:
+    def uses_categories(self, cfg: RunSettings) -> bool:
         return cfg.options.category_supervision
 
-    def calibration_metric(self, cfg: TrainConfig) -> str:
+    def calibration_metric(self, cfg: RunSettings) -> str:
         """The MACs ratio that the resource loss holds at r, over ``macs_scope``."""
         return "macs_ratio" if cfg.options.macs_scope == "network" else "macs_ratio_dynamic"
 
-    def epoch_setup(self, model: DynamicNet, cfg: TrainConfig, epoch: int) -> EpochSetup:
+    def epoch_setup(self, model: DynamicNet, cfg: RunSettings, epoch: int) -> EpochSetup:
         """Gate warm-up: every sub-block trains before the gates start choosing between them
         (forced gates carry no gradient, so λ holds still too)."""
         if epoch < cfg.options.gate_warmup_epochs:

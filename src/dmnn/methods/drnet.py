@@ -40,12 +40,11 @@ from ..errors import UsageError
 from ..execution.sparse import gather, run_rows
 from ..network.gate import Gate, GateDecision
 from ..network.routing import Routing
-from .base import EpochSetup, Loss, LossOutput, Method, MethodOptions
+from .base import EpochSetup, Loss, LossOutput, Method, MethodOptions, RunSettings
 
 if TYPE_CHECKING:
     from ..network.block import GatedBlock
     from ..network.dynamic_net import DynamicNet
-    from ..train.config import TrainConfig
 
 
 class DRNetRouter(Gate):
@@ -223,36 +222,36 @@ class DRNet(Method):
     options = DRNetOptions
     doc = "DRNet variant (one router per block)"
 
-    def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
+    def build_loss(self, cfg: RunSettings, total_steps: int) -> Loss:
         return DRNetLoss(cfg.loss.target_rate, copies=cfg.options.copies)
 
-    def unused_parameters(self, cfg: TrainConfig) -> bool:
+    def unused_parameters(self, cfg: RunSettings) -> bool:
         """Frozen routers in fine-tuning; under hard routing a block no row of a rank takes."""
         return True
 
-    def train_copies(self, cfg: TrainConfig) -> int:
+    def train_copies(self, cfg: RunSettings) -> int:
         """Eqns 5–6 compare the M augmented copies of every sample within a batch."""
         return cfg.options.copies
 
-    def calibration_metric(self, cfg: TrainConfig) -> str:
+    def calibration_metric(self, cfg: RunSettings) -> str:
         """μ adapts to the network MACs fraction, so calibration holds that at r."""
         return "macs_ratio"
 
     @staticmethod
-    def router_finetune(cfg: TrainConfig) -> int:
+    def router_finetune(cfg: RunSettings) -> int:
         """Epochs at the end of the schedule trained with hard, frozen routers (§3.4): the
         configured number, else 20 % of the epochs (at least 1; none for a one-epoch run)."""
         if cfg.options.router_finetune_epochs is not None:
             return cfg.options.router_finetune_epochs
         return 0 if cfg.epochs < 2 else max(1, round(0.2 * cfg.epochs))
 
-    def check_config(self, cfg: TrainConfig) -> None:
+    def check_config(self, cfg: RunSettings) -> None:
         n = cfg.options.router_finetune_epochs
         if n is not None and not 0 <= n < cfg.epochs:
             raise UsageError(f"router_finetune_epochs must be an integer in [0, epochs), got "
                              f"{n!r} with {cfg.epochs} epochs")
 
-    def epoch_setup(self, model: DynamicNet, cfg: TrainConfig, epoch: int) -> EpochSetup:
+    def epoch_setup(self, model: DynamicNet, cfg: RunSettings, epoch: int) -> EpochSetup:
         """The last epochs fine-tune under the hard test routing with the routers frozen (μ
         holds still then: the cost of fixed routes has no gradient)."""
         finetune = self.router_finetune(cfg)

@@ -37,11 +37,10 @@ from ..execution.sparse import gather, run_rows
 from ..network.gate import Gate, GateDecision
 from ..network.macs import walk
 from ..network.routing import Routing
-from .base import Loss, LossOutput, Method, MethodOptions
+from .base import Loss, LossOutput, Method, MethodOptions, RunSettings
 
 if TYPE_CHECKING:
     from ..network.block import GatedBlock
-    from ..train.config import TrainConfig
 
 
 def relu1(x: Tensor) -> Tensor:
@@ -295,10 +294,10 @@ class LCNet(Method):
         """Only ResNets: their first conv of a block is a plain (ungrouped) conv."""
         return backbone.startswith("resnet")
 
-    def build_loss(self, cfg: TrainConfig, total_steps: int) -> Loss:
+    def build_loss(self, cfg: RunSettings, total_steps: int) -> Loss:
         return LCLoss(cfg.loss.target_rate, step=dual_step_for(total_steps))
 
-    def calibration_metric(self, cfg: TrainConfig) -> str:
+    def calibration_metric(self, cfg: RunSettings) -> str:
         """λ adapts to the network MACs fraction, so calibration holds that at r."""
         return "macs_ratio"
 
