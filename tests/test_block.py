@@ -102,3 +102,19 @@ def test_bad_gate_specs_are_rejected():
         pass
     with pytest.raises(ValueError, match="pattern"), force_gates(model, [torch.ones(2)]):
         pass
+
+
+def test_an_all_off_block_under_autograd_does_not_activate_its_input_in_place():
+    """Eval mode with autograd (a hard-gate fine-tune, saliency): with every path off, an
+    identity-shortcut block's sum is its input; the in-place ReLU must not run on it."""
+    import dmnn
+    from dmnn.execution.forcing import force_gates
+
+    model = dmnn.create_model("dmnn_resnet20", num_classes=10).eval()
+    x = torch.randn(4, 3, 16, 16)
+    pattern = [torch.zeros(4, 2) if i == 4 else torch.ones(4, 2)
+               for i in range(len(model.blocks))]
+    with force_gates(model, pattern):
+        out = model(x)
+    out.sum().backward()  # raised "modified by an inplace operation" before
+    assert all(p.grad is not None for p in model.blocks[0].paths.parameters())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_data_imagefolder import make_folder
 
 from dmnn import create_model
@@ -17,8 +18,10 @@ from dmnn.methods.drnet import DRNetRouter
 from dmnn.methods.lcnet import LCGate
 from dmnn.train.calibration import (
     CANDIDATES,
+    TRAINS,
     calibrate_gates,
     can_calibrate,
+    finetune_hard,
     greedy_offsets,
     measure,
     reestimate_bn,
@@ -249,7 +252,9 @@ def test_training_ends_calibrated_and_keeps_the_trained_weights(tmp_path: Path):
     final = train(resolve_config(None, None, cfg), out, progress=False)
     cal = final["calibration"]
     assert cal["metric"] == "macs_ratio" and cal["samples"] == 128 and cal["images"] == "training"
-    assert cal["chosen"] in CANDIDATES and set(cal["candidates"]) == set(CANDIDATES)
+    # without a holdout, a candidate that trains is not judged on the images it trained on
+    assert cal["chosen"] in CANDIDATES and set(cal["candidates"]) == set(CANDIDATES) - {*TRAINS}
+    assert len(cal["skipped"]) == len(TRAINS) and "--holdout" in cal["skipped"][0]
     kept = cal["candidates"][cal["chosen"]]
     assert kept["cost"] == min(c["cost"] for c in cal["candidates"].values() if c["reached"])
     assert cal["uncalibrated"]["macs_ratio"] == json.loads(
@@ -315,6 +320,9 @@ def test_calibration_chooses_on_the_holdout_and_re_estimates_bn_on_training_imag
     final = trainer.run()
     assert final["calibration"]["images"] == "held-out"
     assert final["calibration"]["samples"] == 32
+    # on held-out images every candidate is tried, the fine-tune too
+    assert set(final["calibration"]["candidates"]) == set(CANDIDATES)
+    assert final["calibration"]["skipped"] == []
     held = torch.cat([b.images for b in seen["chosen_on"]])
     bn = torch.cat([b.images for b in seen["bn"]])
     assert bn.shape[0] == 96  # 128 limited, 32 held out: BN sees the 96 trained on
@@ -364,6 +372,33 @@ def test_bn_re_estimation_averages_the_given_images():
     assert not bn.training and bn.momentum == 0.1
     # the eval executors (BN folded away) are back once the statistics are in
     assert model.execution == "auto" and all(b.execution == "auto" for b in model.blocks)
+
+
+def test_the_hard_gate_fine_tune_trains_the_weights_under_test_time_gates_only():
+    """DRNet §3.4 as a candidate: the network's weights move and fit the images better, the
+    gates' own parameters and the BN statistics do not move, and the decisions are eval's."""
+    model = settled("dmnn_resnet20", num_sub_blocks=2)
+    data = batches(seed=4)
+    gate_params = {n: p.detach().clone() for n, p in model.named_parameters() if ".gate." in n}
+    stats = {n: b.detach().clone() for n, b in model.named_buffers() if "running" in n}
+    weights = {n: p.detach().clone() for n, p in model.named_parameters() if ".gate." not in n}
+    with torch.no_grad():
+        before = sum(F.cross_entropy(model(b.images), b.labels).item() for b in data)
+    modes = []  # each forward of the fine-tune: eval mode (test-time gates), autograd on
+    hook = model.register_forward_pre_hook(
+        lambda m, args: modes.append((m.training, torch.is_grad_enabled())))
+    steps = finetune_hard(model, data, "cpu", lr=0.05, passes=3)
+    hook.remove()
+    assert modes == [(False, True)] * steps
+    assert steps == 3 * len(data) and not model.training
+    with torch.no_grad():
+        after = sum(F.cross_entropy(model(b.images), b.labels).item() for b in data)
+    assert after < before
+    now = dict(model.named_parameters())
+    assert gate_params and all(torch.equal(now[n], p) for n, p in gate_params.items())
+    bufs = dict(model.named_buffers())
+    assert all(torch.equal(bufs[n], b) for n, b in stats.items())
+    assert sum(not torch.equal(now[n], p) for n, p in weights.items()) > len(weights) // 2
 
 
 def test_no_calibrate_leaves_the_gates_alone(tmp_path: Path):

@@ -195,13 +195,15 @@ class LCGate(Gate):
             cs = gather(channel, rows)
             active = (cs > 0).any(dim=0).nonzero().squeeze(1)
             xs = gather(x, rows)
-            y = path_sliced_folded(path, xs, cs, active) if block.folds() else None
+            # folded weights are detached: with autograd on, the unfolded path (its gradients)
+            folded = block.folds() and not torch.is_grad_enabled()
+            y = path_sliced_folded(path, xs, cs, active) if folded else None
             if y is None:
                 y = path_sliced(path, xs, cs, active)
             return y * gather(s_block, rows).view(-1, 1, 1, 1)
 
         on = s_block > 0
-        return block.post_act(run_rows(on, int(on.sum()), x.shape[0], run, base))
+        return block.activate(run_rows(on, int(on.sum()), x.shape[0], run, base), x)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,14 @@ class GatedBlock(nn.Module):
                                        self.training, self.dense_above, owned=owned,
                                        split=self.mixed_split)
 
+    def activate(self, out: Tensor, x: Tensor) -> Tensor:
+        """``post_act(out)``: the block's activation runs in place, so with autograd on it must
+        not run on the block's input itself (every path off, identity shortcut: ``out`` is
+        ``x``, which the layer before saved for its backward)."""
+        if torch.is_grad_enabled() and shares_memory(out, x):
+            out = out.clone()
+        return self.post_act(out)
+
     def _hooked(self) -> bool:
         """Whether a hook anywhere in the block (or a global one) could hold its input or the
         shortcut's output: then neither is written in place."""
@@ -118,7 +126,7 @@ class GatedBlock(nn.Module):
             self._owned_base = base
         try:
             if decision is None:
-                return self.post_act(self.run_paths(x, None, base)), None
+                return self.activate(self.run_paths(x, None, base), x), None
             return self.gate.execute(self, x, base, decision), decision
         finally:
             self._owned_base = None

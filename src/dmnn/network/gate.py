@@ -97,7 +97,7 @@ class Gate(nn.Module):
     def execute(self, block: GatedBlock, x: Tensor, base: Tensor | None,
                 decision: GateDecision) -> Tensor:
         """X_l = act(shortcut(x) + Σ_n s_n·F_n(x)) (eqn 4), dense or sparse by the block's mode."""
-        return block.post_act(block.run_paths(x, decision.gates, base))
+        return block.activate(block.run_paths(x, decision.gates, base), x)
 
     def channel_macs(self, path: nn.Module, in_shape: tuple[int, ...]) -> int:
         return 0

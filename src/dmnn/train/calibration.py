@@ -31,7 +31,11 @@ Otherwise :func:`calibrate` measures candidates and keeps the cheapest that reac
   sees others, as a slimmable network's BN sees other statistics at each width), then δ again;
 * ``per-block``: one offset per gate, chosen greedily: each step shifts the gate whose shift
   moves the ratio toward r for the least rise of the cross-entropy loss;
-* ``per-block+bn``: the per-block offsets, then the BN re-estimation, then per-block again.
+* ``per-block+bn``: the per-block offsets, then the BN re-estimation, then per-block again;
+* ``per-block+ft``: the per-block offsets, then DRNet §3.4's remedy: a short fine-tune of the
+  network's weights (not the gates) on training images with the gates deciding hard and
+  noise-free as at test time (:func:`finetune_hard`), then the BN re-estimation and per-block
+  again. It trains, so it is tried only with ``--holdout`` (judged on images it never saw).
 
 A candidate's cost is the top-1 it loses against the trained gates on the calibration images
 (held-out training images with ``--holdout``, else training images; never the test split). When
@@ -48,6 +52,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -186,8 +191,12 @@ def calibrate_gates(
 # ------------------------------------------------------------------ candidates and the choice
 
 
-CANDIDATES = ("offset", "offset+bn", "per-block", "per-block+bn")
+CANDIDATES = ("offset", "offset+bn", "per-block", "per-block+bn", "per-block+ft")
 """What :func:`calibrate` tries, in this order (the first of equal cost wins: the simplest)."""
+
+TRAINS = ("per-block+ft",)
+"""Candidates that train weights on the BN images: judged only on held-out images (a candidate
+that trains on the images it is judged on would look better than it is)."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +231,7 @@ class Outcome:
     max_cost: float
     samples: int
     images: str  # "held-out" or "training"
+    skipped: tuple[str, ...] = ()  # candidates not tried, each with why
 
     @property
     def kept(self) -> Candidate:
@@ -252,6 +262,7 @@ class Outcome:
             "before": self.trained.value, "after": k.value, "reached": k.reached,
             "trained": self.trained.to_dict(),
             "candidates": {c.name: c.to_dict() for c in self.candidates},
+            "skipped": list(self.skipped),
         }
 
 
@@ -302,6 +313,41 @@ def reestimate_bn(model: DynamicNet, batches: Iterable, device: torch.device | s
                 t.div_(world)
     drop_fused(model)
     return seen
+
+
+def finetune_hard(model: DynamicNet, batches: Iterable, device: torch.device | str, *,
+                  lr: float = 0.01, passes: int = 1) -> int:
+    """DRNet §3.4: fine-tune the network's weights with the gates deciding as at test time.
+
+    The model stays in eval mode with autograd on: every gate is an argmax without noise (the
+    calibrated thresholds), off sub-blocks are skipped (the sparse executor, unfolded: folded
+    weights have no gradient), BatchNorm uses its running statistics, and the gates' own
+    parameters are not updated. SGD (momentum 0.9) on the cross-entropy, ``passes`` over
+    ``batches``; under torchrun the gradients are averaged over the ranks. Returns the steps."""
+    device = torch.device(device)
+    frozen = {id(p) for g in shiftable_gates(model) for p in g.parameters()}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in frozen]
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    model.eval()
+    steps = 0
+    with torch.enable_grad():
+        for _ in range(passes):
+            for batch in batches:
+                x = batch.images.to(device, non_blocking=True)
+                y = batch.labels.to(device, non_blocking=True)
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if world > 1:
+                    for p in params:
+                        if p.grad is not None:
+                            dist.all_reduce(p.grad)
+                            p.grad.div_(world)
+                opt.step()
+                steps += 1
+    drop_fused(model)
+    return steps
 
 
 def per_gate_shift(gates: list[Gate], offsets: list[float], new: list[float]) -> None:
@@ -383,11 +429,12 @@ def calibrate(
     max_evals: int = 48,
     images: str = "training",
     progress: bool | None = None,
+    finetune_lr: float = 0.01,
 ) -> Outcome:
     """Meet ``target`` on ``batches`` with the candidate that costs the least top-1 there (see
     the module docstring), or keep the trained gates when none reaches it within ``max_cost``.
-    ``bn_batches``: the training images BN statistics are re-estimated on (default
-    ``batches``). The model ends with what was kept."""
+    ``bn_batches``: the training images BN statistics are re-estimated on (and ``per-block+ft``
+    fine-tunes on; default ``batches``). The model ends with what was kept."""
     check_choice("metric", metric, METRICS)
     check_number("calibration target", target, 0.0, 1.0)
     check_number("calibration slack", slack, 0.0, 1.0)
@@ -431,6 +478,7 @@ def calibrate(
         return found.offset
 
     tried: list[Candidate] = []
+    skipped: list[str] = []
     states: dict[str, dict[str, torch.Tensor]] = {}
     try:
         got = evaluate()
@@ -442,6 +490,10 @@ def calibrate(
         else:
             scale = 1.0
             for name in candidates:
+                if name in TRAINS and images != "held-out":
+                    skipped.append(f"{name}: it trains, so it needs images held out from "
+                                   "training to be judged on (--holdout N)")
+                    continue
                 restore()
                 offsets = [0.0] * len(gates)
                 if name.startswith("offset"):
@@ -455,11 +507,16 @@ def calibrate(
                 else:
                     got = greedy_offsets(gates, offsets, evaluate, target, tol=tol, step=scale,
                                          bound=bound, max_evals=max_evals)
-                    if name.endswith("+bn"):
+                    if name.endswith(("+bn", "+ft")):
+                        if name.endswith("+ft"):
+                            finetune_hard(model, bn_batches, device, lr=finetune_lr)
                         reestimate_bn(model, bn_batches, device)
+                        # a fine-tune moves the ratio further than a BN re-estimation
+                        ft = name.endswith("+ft")
                         got = greedy_offsets(gates, offsets, evaluate, target, tol=tol,
-                                             step=scale / 2, bound=bound, max_evals=max_evals)
-                tried.append(candidate(name, got, offsets, name.endswith("+bn")))
+                                             step=scale if ft else scale / 2, bound=bound,
+                                             max_evals=2 * max_evals if ft else max_evals)
+                tried.append(candidate(name, got, offsets, name.endswith(("+bn", "+ft"))))
                 states[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             reached = [c for c in tried if c.reached]
             cheapest = min(reached, key=lambda c: c.cost, default=None)
@@ -472,10 +529,10 @@ def calibrate(
                 model.load_state_dict(states[cheapest.name])
                 drop_fused(model)
                 return Outcome(metric, target, cheapest.name, "the cheapest that reached it",
-                               base, tuple(tried), max_cost, samples, images)
+                               base, tuple(tried), max_cost, samples, images, tuple(skipped))
         restore()
         return Outcome(metric, target, "trained", reason, base, tuple(tried), max_cost,
-                       samples, images)
+                       samples, images, tuple(skipped))
     except BaseException:
         restore()
         raise

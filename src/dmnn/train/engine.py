@@ -136,8 +136,11 @@ class Trainer:
         )
         self.state = RunState()
         self.pending: dict[str, Any] | None = None  # an epoch trained but not yet evaluated
-        self.parts = Parts(cfg, self.model, self.net, self.loss, self.optimizer, self.scheduler,
-                           self.precision, self.device, self.dist, self.lockstep)
+
+    def parts(self) -> Parts:
+        """What an epoch trains with (read each epoch: a test may swap the loss)."""
+        return Parts(self.cfg, self.model, self.net, self.loss, self.optimizer, self.scheduler,
+                     self.precision, self.device, self.dist, self.lockstep)
 
     # --- the run -------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
@@ -152,7 +155,7 @@ class Trainer:
             for epoch in range(self.state.epoch, self.cfg.epochs):
                 start = time.perf_counter()
                 train = train_one_epoch(
-                    self.parts, self.data.train, epoch, self.state, steps=self.steps_per_epoch,
+                    self.parts(), self.data.train, epoch, self.state, steps=self.steps_per_epoch,
                     disable_bar=(None if self.progress is None else not self.progress)
                     or not self.main, last_good=self.last_good())
                 self.state.train_seconds += time.perf_counter() - start
