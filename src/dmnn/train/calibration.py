@@ -266,6 +266,11 @@ class Outcome:
         }
 
 
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's state (weights, BN statistics) to come back to."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
             and m.track_running_stats]
@@ -444,7 +449,7 @@ def calibrate(
     gates = shiftable_gates(model)
     device = torch.device(device)
     bn_batches = batches if bn_batches is None else bn_batches
-    trained_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trained_state = snapshot(model)
     bar = tqdm(desc="calibrating gates", leave=False,
                disable=None if progress is None else not progress)
     samples = 0
@@ -479,7 +484,7 @@ def calibrate(
 
     tried: list[Candidate] = []
     skipped: list[str] = []
-    states: dict[str, dict[str, torch.Tensor]] = {}
+    kept: tuple[Candidate, dict[str, torch.Tensor]] | None = None  # the cheapest that reached
     try:
         got = evaluate()
         base = Candidate("trained", got["value"], got["top1"], got["loss"], 0.0,
@@ -517,18 +522,17 @@ def calibrate(
                                              step=scale if ft else scale / 2, bound=bound,
                                              max_evals=2 * max_evals if ft else max_evals)
                 tried.append(candidate(name, got, offsets, name.endswith(("+bn", "+ft"))))
-                states[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            reached = [c for c in tried if c.reached]
-            cheapest = min(reached, key=lambda c: c.cost, default=None)
-            if cheapest is None:
+                if tried[-1].reached and (kept is None or tried[-1].cost < kept[0].cost):
+                    kept = (tried[-1], snapshot(model))  # one copy: the best so far only
+            if kept is None:
                 reason = "no candidate reached the target"
-            elif cheapest.cost > max_cost:
+            elif kept[0].cost > max_cost:
                 reason = (f"every candidate that reached it cost more than "
                           f"{100 * max_cost:g} points of top-1")
             else:
-                model.load_state_dict(states[cheapest.name])
+                model.load_state_dict(kept[1])
                 drop_fused(model)
-                return Outcome(metric, target, cheapest.name, "the cheapest that reached it",
+                return Outcome(metric, target, kept[0].name, "the cheapest that reached it",
                                base, tuple(tried), max_cost, samples, images, tuple(skipped))
         restore()
         return Outcome(metric, target, "trained", reason, base, tuple(tried), max_cost,
