@@ -56,7 +56,7 @@ def decide_all_on(model: DynamicNet) -> bool:
 
 def check_bench_args(model: str, rate: float, batch: int, input_size: int | None) -> None:
     if not method_of(model).gated:
-        raise UsageError(f"bench needs a gated model (e.g. dmnn_{backbone_of(model)}), "
+        raise UsageError(f"needs a gated model (e.g. dmnn_{backbone_of(model)}), "
                          f"got static {model!r}")
     check_number("rate", rate, 0.0, 1.0)
     check_int("batch", batch, 1)

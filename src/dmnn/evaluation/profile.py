@@ -1,0 +1,256 @@
+"""``dmnn profile``: a latency table of a gated model on this device, and how well it predicts.
+
+Why: MACs do not predict time at the sizes users run (#33). The table prices what the default
+executor (fused, BN folded) actually runs: the stem, the head, and for every gated block its
+cost with every sub-block off (controller, shortcut and bookkeeping: ``base``) plus, for each gate
+pattern p, what running p's rows adds: ``call`` once per batch in which p occurs (kernel launches,
+gather and scatter set-up) and ``row`` per row, fitted from p on 1 row and on B − 1 rows with
+the other rows off. A mixed batch with k_p rows of pattern p costs
+
+    stem + head + overhead + Σ_l [ base_l + Σ_{p: k_p > 0} (call_{l,p} + row_{l,p} · k_p) ]
+
+(:func:`predict`), which is how the fused executor splits it: one stack per pattern. Patterns
+are all 2^N − 1 non-empty ones for N ≤ 3; for larger N, the N single-path ones, and a pattern
+costs the sum of its paths (a per-path model, less exact). Each block is timed on the input it
+gets from an all-on forward. ``overhead`` is what the parts miss in a whole forward (the
+network's loop, the cache effects of a chain of blocks): the measured all-on forward minus the
+sum of its parts, so the table reproduces all-on by construction and the check below tests it
+on other patterns. The table says how well it predicts: the predicted against the
+measured forward for forced random gates at several rates (median and worst relative error).
+The static backbone (BN folded too) is timed in the same run, so every figure is also a ratio.
+Timing belongs here, never in unit tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..checks import check_int
+from ..execution.forcing import force_gates
+from ..network.block import GatedBlock
+from ..network.dynamic_net import DynamicNet
+from ..network.executor import executor
+from ..network.memory import check_fits, inference_bytes
+from ..registry import create_model
+from ..train.device import pick_device
+from .latency import check_bench_args, median_ms, static_backbone_for, timed_round
+
+FORMAT = "dmnn-latency/1"
+RATES = (0.25, 0.5, 0.75)
+MAX_ENUMERATED = 3
+"""Up to this N every gate pattern is timed; above it, each single path (a per-path model)."""
+
+
+def pattern_key(on: Sequence[int]) -> str:
+    """``"0,2"``: the on sub-blocks of a pattern."""
+    return ",".join(map(str, on))
+
+
+def patterns(n: int) -> list[tuple[int, ...]]:
+    """The patterns a block of N sub-blocks is timed at."""
+    if n > MAX_ENUMERATED:
+        return [(i,) for i in range(n)]
+    return [p for k in range(1, n + 1) for p in itertools.combinations(range(n), k)]
+
+
+def pattern_counts(gates: Tensor) -> dict[tuple[int, ...], int]:
+    """Rows per non-empty pattern of a (B, N) gate tensor."""
+    counts: dict[tuple[int, ...], int] = {}
+    for row in (gates > 0.5).tolist():
+        on = tuple(i for i, g in enumerate(row) if g)
+        if on:
+            counts[on] = counts.get(on, 0) + 1
+    return counts
+
+
+def predict(table: dict[str, Any], gates: Sequence[Tensor | None]) -> float:
+    """Predicted forward milliseconds for the executed gates of one batch (one (B, N) tensor
+    per block, None for an ungated one); the formula in the module docstring."""
+    blocks = table["blocks"]
+    if len(gates) != len(blocks):
+        raise ValueError(f"{len(gates)} gate tensors for a table of {len(blocks)} blocks")
+    total = table["stem_ms"] + table["head_ms"] + table.get("overhead_ms", 0.0)
+    for entry, g in zip(blocks, gates, strict=True):
+        total += entry["base_ms"]
+        if g is None:
+            continue
+        for on, k in pattern_counts(g).items():
+            key = pattern_key(on)
+            parts = [key] if key in entry["patterns"] else [pattern_key((i,)) for i in on]
+            for part in parts:  # one stack per pattern; the per-path model sums its paths
+                cost = entry["patterns"][part]
+                total += cost["call_ms"] + cost["row_ms"] * k
+    return total
+
+
+def _fixed(batch: int, n: int, on: Sequence[int], rows: int, device: torch.device) -> Tensor:
+    g = torch.zeros(batch, n, device=device)
+    if rows:
+        g[:rows, list(on)] = 1.0
+    return g
+
+
+def _block_inputs(model: DynamicNet, x: Tensor) -> list[tuple[Tensor, Tensor | None]]:
+    """Each block's input and incoming controller state in an all-on forward."""
+    seen: list[tuple[Tensor, Tensor | None]] = []
+    hooks = [b.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append((args[0].clone(), (args[1] if len(args) > 1
+                                              else kwargs.get("state")))), with_kwargs=True)
+        for b in model.blocks]
+    try:
+        with force_gates(model, "on"):
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _time(variants: dict[str, Callable[[], Any]], repeats: int, warmup: int,
+          sync: Callable[[], None]) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for i in range(warmup + repeats):
+        timed_round(variants, i, times if i >= warmup else None, sync)
+    return {k: median_ms(v) for k, v in times.items()}
+
+
+def _block_entry(block: GatedBlock, x: Tensor, state: Tensor | None, repeats: int, warmup: int,
+                 sync: Callable[[], None]) -> dict[str, Any]:
+    b, n = x.shape[0], block.num_sub_blocks
+    dev = x.device
+    if block.gate is None:
+        ms = _time({"block": lambda: block(x, state)}, repeats, warmup, sync)
+        return {"index": block.index, "num_sub_blocks": n, "gated": False,
+                "controller_ms": 0.0, "base_ms": ms["block"], "patterns": {}}
+
+    def forced(g: Tensor) -> Callable[[], Any]:
+        def run() -> Any:
+            block.gate_override = lambda i, batch, d: g
+            try:
+                return block(x, state)
+            finally:
+                block.gate_override = None
+        return run
+
+    variants: dict[str, Callable[[], Any]] = {
+        "controller": lambda: block.gate(x, state),
+        "off": forced(_fixed(b, n, (), 0, dev)),
+    }
+    # p on 1 row and on B − 1 rows, the rest off: both gather and scatter, as in a mixed batch
+    # (all B rows of one pattern skip the gather, so they would price rows too cheaply)
+    many = b - 1 if b > 2 else 1
+    for on in patterns(n):
+        for k in {1, many}:
+            variants[f"{pattern_key(on)}@{k}"] = forced(_fixed(b, n, on, k, dev))
+    ms = _time(variants, repeats, warmup, sync)
+    costs = {}
+    for on in patterns(n):
+        key = pattern_key(on)
+        one = ms[f"{key}@1"] - ms["off"]  # c + r
+        row = 0.0 if many == 1 else max(0.0, (ms[f"{key}@{many}"] - ms["off"] - one)
+                                        / (many - 1))
+        costs[key] = {"call_ms": one - row, "row_ms": row}
+    return {"index": block.index, "num_sub_blocks": n, "gated": True,
+            "controller_ms": ms["controller"], "base_ms": ms["off"], "patterns": costs}
+
+
+def profile_model(
+    name: str, *, batch: int = 32, input_size: int | None = None, device: str = "cpu",
+    threads: int | None = None, channels_last: bool = False, repeats: int = 20,
+    warmup: int = 3, seed: int = 0, rates: Sequence[float] = RATES,
+    model_kwargs: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The latency table of registered model ``name`` (random weights: time does not depend on
+    their values) with the default executor, its prediction check, and the static backbone."""
+    check_bench_args(name, 0.5, batch, input_size)
+    check_int("repeats", repeats, 1)
+    check_int("warmup", warmup, 0)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(name, **(model_kwargs or {})).eval().to(dev, memory_format=layout)
+    static = static_backbone_for(name, model_kwargs).eval().to(dev, memory_format=layout)
+    size = input_size or model.default_input_size
+    model.macs_table(size)  # an input the model cannot take fails here
+    if dev.type == "cpu":
+        check_fits(inference_bytes(model, (size, size), batch) * 2,
+                   f"profile at {size} px, batch {batch}", "lower --input-size or --batch")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, model.in_chans, size, size, generator=g).to(dev).contiguous(
+        memory_format=layout)
+    say = progress or (lambda _: None)
+    run_stem = executor().run_folded if model.folds() else (lambda m, t: m(t))
+    with torch.inference_mode():
+        inputs = _block_inputs(model, x)
+        with force_gates(model, "on"):
+            features = model.blocks[-1](*inputs[-1])[0]
+        say("stem, head and the static backbone")
+        parts = _time({"stem": lambda: run_stem(model.stem, x),
+                       "head": lambda: model.head(features),
+                       "static": lambda: static(x)}, repeats, warmup, sync)
+        blocks = []
+        for block, (xb, state) in zip(model.blocks, inputs, strict=True):
+            say(f"block {block.index + 1}/{len(model.blocks)}")
+            blocks.append(_block_entry(block, xb, state, repeats, warmup, sync))
+        # what the parts miss in a whole forward (the network's own loop, cache effects of a
+        # chain of blocks): the all-on forward against the sum of its parts, one more term
+        on = [torch.ones(batch, b.num_sub_blocks, device=dev) for b in model.blocks]
+
+        def all_on() -> Tensor:
+            with force_gates(model, on):
+                return model(x)
+
+        whole = _time({"all_on": all_on, "static": lambda: static(x)}, repeats, warmup, sync)
+        table: dict[str, Any] = {
+            "format": FORMAT, "model": name, "model_kwargs": dict(model_kwargs or {}),
+            "batch": batch, "input_size": size, "device": str(dev),
+            "threads": torch.get_num_threads(), "channels_last": channels_last,
+            "repeats": repeats, "warmup": warmup, "executor": "auto (fused, BN folded)",
+            "enumerated_up_to": MAX_ENUMERATED,
+            "stem_ms": parts["stem"], "head_ms": parts["head"], "static_ms": parts["static"],
+            "blocks": blocks, "overhead_ms": 0.0,
+        }
+        parts_on = predict(table, [g if b.gate is not None else None
+                                   for g, b in zip(on, model.blocks, strict=True)])
+        table["overhead_ms"] = whole["all_on"] - parts_on
+        table["all_on_ms"] = whole["all_on"]
+        say("prediction check")
+        table["check"] = check_prediction(model, static, table, x, rates, repeats, warmup,
+                                          seed, sync)
+    return table
+
+
+def check_prediction(
+    model: DynamicNet, static: DynamicNet, table: dict[str, Any], x: Tensor,
+    rates: Sequence[float], repeats: int, warmup: int, seed: int, sync: Callable[[], None],
+) -> dict[str, Any]:
+    """Predicted against measured forwards for forced random gates, one fixed pattern per
+    rate, each timed beside the static backbone (so the ratio is paired too)."""
+    rows = []
+    g = torch.Generator().manual_seed(seed + 1)
+    for rate in rates:
+        pattern = [(torch.rand(x.shape[0], b.num_sub_blocks, generator=g) < rate).float()
+                   .to(x.device) if b.gate is not None else None for b in model.blocks]
+        spec = [p if p is not None else torch.ones(1) for p in pattern]
+
+        def gated(spec: list[Tensor] = spec) -> Tensor:
+            with force_gates(model, spec):
+                return model(x)
+
+        ms = _time({"gated": gated, "static": lambda: static(x)}, repeats, warmup, sync)
+        predicted = predict(table, pattern)
+        rows.append({"rate": rate, "measured_ms": ms["gated"], "predicted_ms": predicted,
+                     "static_ms": ms["static"],
+                     "error": (predicted - ms["gated"]) / ms["gated"]})
+    errors = [abs(r["error"]) for r in rows]
+    return {"rows": rows, "median_abs_error": statistics.median(errors),
+            "worst_abs_error": max(errors)}

@@ -1,0 +1,84 @@
+"""``dmnn profile``: the latency table's arithmetic and shape (#33). No timing is asserted:
+timing belongs in benchmarks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dmnn.cli import app
+from dmnn.evaluation.profile import pattern_counts, patterns, predict, profile_model
+
+runner = CliRunner()
+
+
+def hand_table() -> dict:
+    """Two blocks of N = 2 with hand-set costs, and one ungated block."""
+    costs = {"0": {"call_ms": 1.0, "row_ms": 0.5}, "1": {"call_ms": 2.0, "row_ms": 0.25},
+             "0,1": {"call_ms": 3.0, "row_ms": 1.0}}
+    block = {"gated": True, "base_ms": 0.5, "patterns": costs}
+    return {"stem_ms": 2.0, "head_ms": 1.0, "overhead_ms": 0.125,
+            "blocks": [block, block, {"gated": False, "base_ms": 4.0, "patterns": {}}]}
+
+
+def test_prediction_is_the_sum_of_the_parts_by_hand():
+    # block 0: rows (on, off), (on, on), (off, off), (on, on): pattern 0 once, 0,1 twice
+    g0 = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
+    g1 = torch.zeros(4, 2)  # every row off: the block's base only
+    assert pattern_counts(g0) == {(0,): 1, (0, 1): 2}
+    expected = (2.0 + 1.0 + 0.125  # stem, head, overhead
+                + 0.5 + (1.0 + 0.5 * 1) + (3.0 + 1.0 * 2)  # block 0
+                + 0.5  # block 1
+                + 4.0)  # the ungated block
+    assert predict(hand_table(), [g0, g1, None]) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="3 blocks"):
+        predict(hand_table(), [g0, g1])
+
+
+def test_above_three_sub_blocks_a_pattern_costs_the_sum_of_its_paths():
+    assert len(patterns(2)) == 3 and len(patterns(3)) == 7 and patterns(4) == [(0,), (1,), (2,),
+                                                                              (3,)]
+    costs = {str(i): {"call_ms": 1.0 + i, "row_ms": 0.5} for i in range(4)}
+    table = {"stem_ms": 0.0, "head_ms": 0.0,
+             "blocks": [{"gated": True, "base_ms": 1.0, "patterns": costs}]}
+    g = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * 3)  # pattern (0, 2) on 3 rows
+    assert predict(table, [g]) == pytest.approx(1.0 + (1.0 + 0.5 * 3) + (3.0 + 0.5 * 3))
+
+
+def test_a_profile_has_every_part_and_checks_itself():
+    table = profile_model("dmnn_resnet20", batch=4, input_size=8, threads=1, repeats=1,
+                          warmup=0, rates=(0.5,))
+    assert table["format"] == "dmnn-latency/1" and table["batch"] == 4
+    assert len(table["blocks"]) == 9
+    assert all(set(b["patterns"]) == {"0", "1", "0,1"} for b in table["blocks"])
+    assert all(c["row_ms"] >= 0 for b in table["blocks"] for c in b["patterns"].values())
+    row = table["check"]["rows"][0]
+    assert row["rate"] == 0.5 and row["predicted_ms"] > 0 and row["measured_ms"] > 0
+    assert table["check"]["median_abs_error"] == abs(row["error"])
+    assert table["static_ms"] > 0 and table["stem_ms"] > 0
+    json.dumps(table)  # plain numbers only
+
+
+def test_profile_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "t.json"
+    for args, needle in ((["profile", "resnet20", "--out", str(out)], "gated model"),
+                         (["profile", "dmnn_resnet20", "--batch", "0"], "batch"),
+                         (["profile", "no_such_model"], "unknown model name"),
+                         (["profile", "dmnn_resnet20", "--out", str(tmp_path)], "--out")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1, args
+    assert not out.exists()
+
+
+def test_profile_writes_its_table(tmp_path):
+    out = tmp_path / "t.json"
+    result = runner.invoke(app, ["profile", "dmnn_resnet20", "--batch", "2", "--input-size",
+                                 "8", "--repeats", "1", "--warmup", "0", "--threads", "1",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = json.loads(out.read_text())
+    assert table["model"] == "dmnn_resnet20" and "prediction error" in result.stdout
