@@ -38,6 +38,18 @@ def test_prediction_is_the_sum_of_the_parts_by_hand():
         predict(hand_table(), [g0, g1])
 
 
+def test_a_pattern_cost_is_piecewise_linear_through_its_measured_points():
+    from dmnn.evaluation.profile import increment, row_counts
+
+    assert row_counts(32) == [1, 8, 16, 31] and row_counts(2) == [1] and row_counts(1) == [1]
+    cost = {"call_ms": 9.0, "row_ms": 9.0, "points": [[1, 1.0], [8, 2.4], [16, 6.4]]}
+    assert increment(cost, 1) == pytest.approx(1.0)
+    assert increment(cost, 4) == pytest.approx(1.0 + 1.4 * 3 / 7)  # between 1 and 8
+    assert increment(cost, 12) == pytest.approx(2.4 + 4.0 * 4 / 8)  # between 8 and 16
+    assert increment(cost, 20) == pytest.approx(6.4 + 0.5 * 4)  # past the last: its slope
+    assert increment({"call_ms": 1.0, "row_ms": 0.5, "points": [[1, 1.5]]}, 3) == 2.5
+
+
 def test_above_three_sub_blocks_a_pattern_costs_the_sum_of_its_paths():
     assert len(patterns(2)) == 3 and len(patterns(3)) == 7 and patterns(4) == [(0,), (1,), (2,),
                                                                               (3,)]
@@ -58,7 +70,7 @@ def test_a_profile_has_every_part_and_checks_itself():
     row = table["check"]["rows"][0]
     assert row["rate"] == 0.5 and row["predicted_ms"] > 0 and row["measured_ms"] > 0
     assert table["check"]["median_abs_error"] == abs(row["error"])
-    assert table["static_ms"] > 0 and table["stem_ms"] > 0
+    assert table["static_ms"] > 0 and table["stem_ms"] > 0 and table["static_spread"] >= 0
     json.dumps(table)  # plain numbers only
 
 

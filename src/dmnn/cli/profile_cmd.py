@@ -71,6 +71,10 @@ def profile_cmd(
                    f"{row['predicted_ms']:.2f} ms ({row['error']:+.1%})")
     typer.echo(f"prediction error: median {check['median_abs_error']:.1%}, worst "
                f"{check['worst_abs_error']:.1%}" + (f"; table written to {out}" if out else ""))
+    if table["static_spread"] > 0.1:
+        typer.echo(f"warning: the static backbone's time moved by {table['static_spread']:.0%} "
+                   "during the run: the machine's speed drifted, so the table and its error are "
+                   "unreliable; rerun on a quiet machine (or with more --repeats)", err=True)
 
 
 def register(app: typer.Typer) -> None:

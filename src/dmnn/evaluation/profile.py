@@ -4,10 +4,13 @@ Why: MACs do not predict time at the sizes users run (#33). The table prices wha
 executor (fused, BN folded) actually runs: the stem, the head, and for every gated block its
 cost with every sub-block off (controller, shortcut and bookkeeping: ``base``) plus, for each gate
 pattern p, what running p's rows adds: ``call`` once per batch in which p occurs (kernel launches,
-gather and scatter set-up) and ``row`` per row, fitted from p on 1 row and on B − 1 rows with
-the other rows off. A mixed batch with k_p rows of pattern p costs
+gather and scatter set-up) and ``row`` per row, from p on 1 row and on B − 1 rows with the
+other rows off; the ``points`` measured between (B/4, B/2 rows) make it piecewise linear. A
+mixed batch with k_p rows of pattern p costs
 
-    stem + head + overhead + Σ_l [ base_l + Σ_{p: k_p > 0} (call_{l,p} + row_{l,p} · k_p) ]
+    stem + head + overhead + Σ_l [ base_l + Σ_{p: k_p > 0} inc_{l,p}(k_p) ]
+
+with inc_{l,p}(k) ≈ call_{l,p} + row_{l,p} · k (:func:`increment`)
 
 (:func:`predict`), which is how the fused executor splits it: one stack per pattern. Patterns
 are all 2^N − 1 non-empty ones for N ≤ 3; for larger N, the N single-path ones, and a pattern
@@ -69,6 +72,25 @@ def pattern_counts(gates: Tensor) -> dict[tuple[int, ...], int]:
     return counts
 
 
+def row_counts(batch: int) -> list[int]:
+    """The row counts a pattern is timed at: 1, B/4, B/2 and B − 1 (those that exist)."""
+    return sorted({1, max(1, batch // 4), max(1, batch // 2), max(1, batch - 1)})
+
+
+def increment(cost: dict[str, Any], rows: int) -> float:
+    """What a pattern's ``rows`` add to its block: piecewise linear through the measured
+    ``points`` (beyond them, the nearest segment's slope), else ``call + row · rows``. Why the
+    points: a row's cost is not constant (a few rows stay in cache, many do not)."""
+    points = cost.get("points") or []
+    if len(points) < 2:
+        return cost["call_ms"] + cost["row_ms"] * rows
+    i = 1
+    while i < len(points) - 1 and rows > points[i][0]:
+        i += 1
+    (k0, t0), (k1, t1) = points[i - 1], points[i]
+    return t0 + (t1 - t0) * (rows - k0) / (k1 - k0)
+
+
 def predict(table: dict[str, Any], gates: Sequence[Tensor | None]) -> float:
     """Predicted forward milliseconds for the executed gates of one batch (one (B, N) tensor
     per block, None for an ungated one); the formula in the module docstring."""
@@ -84,8 +106,7 @@ def predict(table: dict[str, Any], gates: Sequence[Tensor | None]) -> float:
             key = pattern_key(on)
             parts = [key] if key in entry["patterns"] else [pattern_key((i,)) for i in on]
             for part in parts:  # one stack per pattern; the per-path model sums its paths
-                cost = entry["patterns"][part]
-                total += cost["call_ms"] + cost["row_ms"] * k
+                total += increment(entry["patterns"][part], k)
     return total
 
 
@@ -142,20 +163,20 @@ def _block_entry(block: GatedBlock, x: Tensor, state: Tensor | None, repeats: in
         "controller": lambda: block.gate(x, state),
         "off": forced(_fixed(b, n, (), 0, dev)),
     }
-    # p on 1 row and on B − 1 rows, the rest off: both gather and scatter, as in a mixed batch
+    # p on k rows, the rest off, for k from 1 to B − 1: gather and scatter as in a mixed batch
     # (all B rows of one pattern skip the gather, so they would price rows too cheaply)
-    many = b - 1 if b > 2 else 1
+    ks = row_counts(b)
     for on in patterns(n):
-        for k in {1, many}:
+        for k in ks:
             variants[f"{pattern_key(on)}@{k}"] = forced(_fixed(b, n, on, k, dev))
     ms = _time(variants, repeats, warmup, sync)
     costs = {}
     for on in patterns(n):
         key = pattern_key(on)
-        one = ms[f"{key}@1"] - ms["off"]  # c + r
-        row = 0.0 if many == 1 else max(0.0, (ms[f"{key}@{many}"] - ms["off"] - one)
-                                        / (many - 1))
-        costs[key] = {"call_ms": one - row, "row_ms": row}
+        points = [[k, ms[f"{key}@{k}"] - ms["off"]] for k in ks]
+        one, last = points[0], points[-1]
+        row = 0.0 if last[0] == 1 else max(0.0, (last[1] - one[1]) / (last[0] - 1))
+        costs[key] = {"call_ms": one[1] - row, "row_ms": row, "points": points}
     return {"index": block.index, "num_sub_blocks": n, "gated": True,
             "controller_ms": ms["controller"], "base_ms": ms["off"], "patterns": costs}
 
@@ -226,6 +247,10 @@ def profile_model(
         say("prediction check")
         table["check"] = check_prediction(model, static, table, x, rates, repeats, warmup,
                                           seed, sync)
+    # the static backbone was timed several times in the run: how much it moved says how far
+    # the machine's speed drifted under the measurement (a shared machine, thermal limits)
+    statics = [parts["static"], whole["static"], *(r["static_ms"] for r in table["check"]["rows"])]
+    table["static_spread"] = max(statics) / min(statics) - 1
     return table
 
 
