@@ -68,9 +68,14 @@ def test_a_profile_has_every_part_and_checks_itself():
     assert all(set(b["patterns"]) == {"0", "1", "0,1"} for b in table["blocks"])
     assert all(c["row_ms"] >= 0 for b in table["blocks"] for c in b["patterns"].values())
     row = table["check"]["rows"][0]
-    assert row["rate"] == 0.5 and row["predicted_ms"] > 0 and row["measured_ms"] > 0
+    assert row["rate"] == 0.5 and row["measured_ms"] > 0  # (a prediction's sign is timing)
+    assert row["error"] == pytest.approx((row["predicted_ms"] - row["measured_ms"])
+                                         / row["measured_ms"])
     assert table["check"]["median_abs_error"] == abs(row["error"])
     assert table["static_ms"] > 0 and table["stem_ms"] > 0 and table["static_spread"] >= 0
+    # the overhead makes the table reproduce the all-on forward exactly, by construction
+    on = [torch.ones(4, 2) for _ in range(9)]
+    assert predict(table, on) == pytest.approx(table["all_on_ms"])
     json.dumps(table)  # plain numbers only
 
 

@@ -67,7 +67,7 @@ def profile_cmd(
     check = table["check"]
     for row in check["rows"]:
         typer.echo(f"  r={row['rate']:.2f}: measured {row['measured_ms']:.2f} ms "
-                   f"({row['measured_ms'] / row['static_ms']:.3f} × static), predicted "
+                   f"({row['vs_static']:.3f} × static), predicted "
                    f"{row['predicted_ms']:.2f} ms ({row['error']:+.1%})")
     typer.echo(f"prediction error: median {check['median_abs_error']:.1%}, worst "
                f"{check['worst_abs_error']:.1%}" + (f"; table written to {out}" if out else ""))

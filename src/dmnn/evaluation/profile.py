@@ -19,7 +19,8 @@ gets from an all-on forward. ``overhead`` is what the parts miss in a whole forw
 network's loop, the cache effects of a chain of blocks): the measured all-on forward minus the
 sum of its parts, so the table reproduces all-on by construction and the check below tests it
 on other patterns. The table says how well it predicts: the predicted against the
-measured forward for forced random gates at several rates (median and worst relative error).
+measured forward for forced random gates at several rates (median and worst relative error),
+all whole forwards (all on, each rate, the static backbone) timed in one rotated loop.
 The static backbone (BN folded too) is timed in the same run, so every figure is also a ratio.
 Timing belongs here, never in unit tests.
 """
@@ -222,60 +223,54 @@ def profile_model(
         for block, (xb, state) in zip(model.blocks, inputs, strict=True):
             say(f"block {block.index + 1}/{len(model.blocks)}")
             blocks.append(_block_entry(block, xb, state, repeats, warmup, sync))
-        # what the parts miss in a whole forward (the network's own loop, cache effects of a
-        # chain of blocks): the all-on forward against the sum of its parts, one more term
+        say("whole forwards: all on, forced random gates, the static backbone")
         on = [torch.ones(batch, b.num_sub_blocks, device=dev) for b in model.blocks]
-
-        def all_on() -> Tensor:
-            with force_gates(model, on):
-                return model(x)
-
-        whole = _time({"all_on": all_on, "static": lambda: static(x)}, repeats, warmup, sync)
+        drawn = _random_patterns(model, x, rates, seed)
+        whole = _time({"all_on": _forced_forward(model, x, on), "static": lambda: static(x),
+                       **{f"r{r}": _forced_forward(model, x, p) for r, p in drawn.items()}},
+                      repeats, warmup, sync)
         table: dict[str, Any] = {
             "format": FORMAT, "model": name, "model_kwargs": dict(model_kwargs or {}),
             "batch": batch, "input_size": size, "device": str(dev),
             "threads": torch.get_num_threads(), "channels_last": channels_last,
             "repeats": repeats, "warmup": warmup, "executor": "auto (fused, BN folded)",
             "enumerated_up_to": MAX_ENUMERATED,
-            "stem_ms": parts["stem"], "head_ms": parts["head"], "static_ms": parts["static"],
-            "blocks": blocks, "overhead_ms": 0.0,
+            "stem_ms": parts["stem"], "head_ms": parts["head"], "static_ms": whole["static"],
+            "blocks": blocks, "overhead_ms": 0.0, "all_on_ms": whole["all_on"],
         }
-        parts_on = predict(table, [g if b.gate is not None else None
-                                   for g, b in zip(on, model.blocks, strict=True)])
-        table["overhead_ms"] = whole["all_on"] - parts_on
-        table["all_on_ms"] = whole["all_on"]
-        say("prediction check")
-        table["check"] = check_prediction(model, static, table, x, rates, repeats, warmup,
-                                          seed, sync)
-    # the static backbone was timed several times in the run: how much it moved says how far
-    # the machine's speed drifted under the measurement (a shared machine, thermal limits)
-    statics = [parts["static"], whole["static"], *(r["static_ms"] for r in table["check"]["rows"])]
-    table["static_spread"] = max(statics) / min(statics) - 1
+    # what the parts miss in a whole forward (the network's own loop, the cache effects of a
+    # chain of blocks): the all-on forward against the sum of its parts, one more term
+    table["overhead_ms"] = whole["all_on"] - predict(table, _gated_only(model, on))
+    rows = []
+    for rate, pattern in drawn.items():
+        measured, predicted = whole[f"r{rate}"], predict(table, _gated_only(model, pattern))
+        rows.append({"rate": rate, "measured_ms": measured, "predicted_ms": predicted,
+                     "vs_static": measured / whole["static"],
+                     "error": (predicted - measured) / measured})
+    errors = [abs(r["error"]) for r in rows]
+    table["check"] = {"rows": rows, "median_abs_error": statistics.median(errors),
+                      "worst_abs_error": max(errors)}
+    # the static backbone, timed before the blocks and again beside the whole forwards: how
+    # much it moved says how far the machine's speed drifted (a shared machine, thermal limits)
+    table["static_spread"] = (max(parts["static"], whole["static"])
+                              / min(parts["static"], whole["static"]) - 1)
     return table
 
 
-def check_prediction(
-    model: DynamicNet, static: DynamicNet, table: dict[str, Any], x: Tensor,
-    rates: Sequence[float], repeats: int, warmup: int, seed: int, sync: Callable[[], None],
-) -> dict[str, Any]:
-    """Predicted against measured forwards for forced random gates, one fixed pattern per
-    rate, each timed beside the static backbone (so the ratio is paired too)."""
-    rows = []
+def _gated_only(model: DynamicNet, gates: Sequence[Tensor]) -> list[Tensor | None]:
+    return [g if b.gate is not None else None for g, b in zip(gates, model.blocks, strict=True)]
+
+
+def _random_patterns(model: DynamicNet, x: Tensor, rates: Sequence[float],
+                     seed: int) -> dict[float, list[Tensor]]:
+    """One fixed random gate pattern per rate (every (row, sub-block) on with probability r)."""
     g = torch.Generator().manual_seed(seed + 1)
-    for rate in rates:
-        pattern = [(torch.rand(x.shape[0], b.num_sub_blocks, generator=g) < rate).float()
-                   .to(x.device) if b.gate is not None else None for b in model.blocks]
-        spec = [p if p is not None else torch.ones(1) for p in pattern]
+    return {rate: [(torch.rand(x.shape[0], b.num_sub_blocks, generator=g) < rate).float()
+                   .to(x.device) for b in model.blocks] for rate in rates}
 
-        def gated(spec: list[Tensor] = spec) -> Tensor:
-            with force_gates(model, spec):
-                return model(x)
 
-        ms = _time({"gated": gated, "static": lambda: static(x)}, repeats, warmup, sync)
-        predicted = predict(table, pattern)
-        rows.append({"rate": rate, "measured_ms": ms["gated"], "predicted_ms": predicted,
-                     "static_ms": ms["static"],
-                     "error": (predicted - ms["gated"]) / ms["gated"]})
-    errors = [abs(r["error"]) for r in rows]
-    return {"rows": rows, "median_abs_error": statistics.median(errors),
-            "worst_abs_error": max(errors)}
+def _forced_forward(model: DynamicNet, x: Tensor, pattern: list[Tensor]) -> Callable[[], Tensor]:
+    def run() -> Tensor:
+        with force_gates(model, pattern):
+            return model(x)
+    return run
