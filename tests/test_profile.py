@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from dmnn.cli import app
-from dmnn.evaluation.profile import pattern_counts, patterns, predict, profile_model
+from dmnn.evaluation.profile import patterns, predict, profile_model
+from dmnn.network.latency_table import FORMAT, pattern_counts
 
 runner = CliRunner()
 
@@ -20,7 +21,7 @@ def hand_table() -> dict:
     costs = {"0": {"call_ms": 1.0, "row_ms": 0.5}, "1": {"call_ms": 2.0, "row_ms": 0.25},
              "0,1": {"call_ms": 3.0, "row_ms": 1.0}}
     block = {"gated": True, "base_ms": 0.5, "patterns": costs}
-    return {"stem_ms": 2.0, "head_ms": 1.0, "overhead_ms": 0.125,
+    return {"format": FORMAT, "stem_ms": 2.0, "head_ms": 1.0, "overhead_ms": 0.125,
             "blocks": [block, block, {"gated": False, "base_ms": 4.0, "patterns": {}}]}
 
 
@@ -39,7 +40,8 @@ def test_prediction_is_the_sum_of_the_parts_by_hand():
 
 
 def test_a_pattern_cost_is_piecewise_linear_through_its_measured_points():
-    from dmnn.evaluation.profile import increment, row_counts
+    from dmnn.evaluation.profile import row_counts
+    from dmnn.network.latency_table import increment
 
     assert row_counts(32) == [1, 8, 16, 31] and row_counts(2) == [1] and row_counts(1) == [1]
     cost = {"call_ms": 9.0, "row_ms": 9.0, "points": [[1, 1.0], [8, 2.4], [16, 6.4]]}
@@ -54,7 +56,7 @@ def test_above_three_sub_blocks_a_pattern_costs_the_sum_of_its_paths():
     assert len(patterns(2)) == 3 and len(patterns(3)) == 7 and patterns(4) == [(0,), (1,), (2,),
                                                                               (3,)]
     costs = {str(i): {"call_ms": 1.0 + i, "row_ms": 0.5} for i in range(4)}
-    table = {"stem_ms": 0.0, "head_ms": 0.0,
+    table = {"format": FORMAT, "stem_ms": 0.0, "head_ms": 0.0,
              "blocks": [{"gated": True, "base_ms": 1.0, "patterns": costs}]}
     g = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * 3)  # pattern (0, 2) on 3 rows
     assert predict(table, [g]) == pytest.approx(1.0 + (1.0 + 0.5 * 3) + (3.0 + 0.5 * 3))

@@ -19,6 +19,7 @@ from ..distributed.group import active
 from ..distributed.shards import gather_rows
 from ..errors import UsageError
 from ..network.dynamic_net import DynamicNet
+from ..network.latency_table import LatencyTable
 from ..registry import list_models, method_of
 
 
@@ -100,9 +101,12 @@ def gather_record(record: EvalRecord, total: int) -> EvalRecord:
 
 
 def summarize_record(
-    record: EvalRecord, model: DynamicNet, input_size: int, category_names: Sequence[str] = ()
+    record: EvalRecord, model: DynamicNet, input_size: int, category_names: Sequence[str] = (),
+    latency: LatencyTable | None = None,
 ) -> dict[str, Any]:
-    """Top-1/5, MACs mean ± std and ratios, execution rates per block, sub-block and category."""
+    """Top-1/5, MACs mean ± std and ratios, execution rates per block, sub-block and category;
+    with a ``latency`` table, the predicted latency ratio to the static backbone at the table's
+    batch size (``latency_ratio``, consecutive batches of the split)."""
     table = model.macs_table(input_size)
     n = record.labels.numel()
     macs = record.macs
@@ -120,6 +124,9 @@ def summarize_record(
         "macs_ratio_dynamic": ((macs.mean().item() - table.static) / dyn) if dyn else 1.0,
         "params": model.num_params(),
     }
+    if latency is not None:
+        out["latency_ratio"] = latency.predicted_ratio(record.gates)
+        out["latency_batch"] = latency.batch
     gated = [(i, g.float()) for i, g in enumerate(record.gates) if g is not None]
     out["exec_rate_block"] = {str(i): g.mean().item() for i, g in gated}
     out["exec_rate_sub_block"] = {str(i): g.mean(dim=0).tolist() for i, g in gated}

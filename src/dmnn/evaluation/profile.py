@@ -27,7 +27,6 @@ Timing belongs here, never in unit tests.
 
 from __future__ import annotations
 
-import itertools
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,37 +39,22 @@ from ..execution.forcing import force_gates
 from ..network.block import GatedBlock
 from ..network.dynamic_net import DynamicNet
 from ..network.executor import executor
+from ..network.latency_table import FORMAT, LatencyTable, path_patterns, pattern_key
 from ..network.memory import check_fits, inference_bytes
 from ..registry import create_model
 from ..train.device import pick_device
 from .latency import check_bench_args, median_ms, static_backbone_for, timed_round
 
-FORMAT = "dmnn-latency/1"
 RATES = (0.25, 0.5, 0.75)
 MAX_ENUMERATED = 3
 """Up to this N every gate pattern is timed; above it, each single path (a per-path model)."""
-
-
-def pattern_key(on: Sequence[int]) -> str:
-    """``"0,2"``: the on sub-blocks of a pattern."""
-    return ",".join(map(str, on))
 
 
 def patterns(n: int) -> list[tuple[int, ...]]:
     """The patterns a block of N sub-blocks is timed at."""
     if n > MAX_ENUMERATED:
         return [(i,) for i in range(n)]
-    return [p for k in range(1, n + 1) for p in itertools.combinations(range(n), k)]
-
-
-def pattern_counts(gates: Tensor) -> dict[tuple[int, ...], int]:
-    """Rows per non-empty pattern of a (B, N) gate tensor."""
-    counts: dict[tuple[int, ...], int] = {}
-    for row in (gates > 0.5).tolist():
-        on = tuple(i for i, g in enumerate(row) if g)
-        if on:
-            counts[on] = counts.get(on, 0) + 1
-    return counts
+    return path_patterns(n)
 
 
 def row_counts(batch: int) -> list[int]:
@@ -78,37 +62,10 @@ def row_counts(batch: int) -> list[int]:
     return sorted({1, max(1, batch // 4), max(1, batch // 2), max(1, batch - 1)})
 
 
-def increment(cost: dict[str, Any], rows: int) -> float:
-    """What a pattern's ``rows`` add to its block: piecewise linear through the measured
-    ``points`` (beyond them, the nearest segment's slope), else ``call + row · rows``. Why the
-    points: a row's cost is not constant (a few rows stay in cache, many do not)."""
-    points = cost.get("points") or []
-    if len(points) < 2:
-        return cost["call_ms"] + cost["row_ms"] * rows
-    i = 1
-    while i < len(points) - 1 and rows > points[i][0]:
-        i += 1
-    (k0, t0), (k1, t1) = points[i - 1], points[i]
-    return t0 + (t1 - t0) * (rows - k0) / (k1 - k0)
-
-
 def predict(table: dict[str, Any], gates: Sequence[Tensor | None]) -> float:
-    """Predicted forward milliseconds for the executed gates of one batch (one (B, N) tensor
-    per block, None for an ungated one); the formula in the module docstring."""
-    blocks = table["blocks"]
-    if len(gates) != len(blocks):
-        raise ValueError(f"{len(gates)} gate tensors for a table of {len(blocks)} blocks")
-    total = table["stem_ms"] + table["head_ms"] + table.get("overhead_ms", 0.0)
-    for entry, g in zip(blocks, gates, strict=True):
-        total += entry["base_ms"]
-        if g is None:
-            continue
-        for on, k in pattern_counts(g).items():
-            key = pattern_key(on)
-            parts = [key] if key in entry["patterns"] else [pattern_key((i,)) for i in on]
-            for part in parts:  # one stack per pattern; the per-path model sums its paths
-                total += increment(entry["patterns"][part], k)
-    return total
+    """Predicted forward milliseconds of a table (as written) for one batch's executed gates
+    (:meth:`dmnn.network.latency_table.LatencyTable.predict_ms`)."""
+    return LatencyTable(table).predict_ms(gates)
 
 
 def _fixed(batch: int, n: int, on: Sequence[int], rows: int, device: torch.device) -> Tensor:

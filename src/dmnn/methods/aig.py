@@ -73,7 +73,8 @@ def target_rate_loss(gates: Sequence[Tensor | None], target: float) -> Tensor:
 
 
 class AIGLoss(Loss):
-    """L = α_cls·CE + α_res·mean_l (t − z_l)²."""
+    """L = α_cls·CE + α_res·mean_l (t − z_l)²; with ``--budget latency``,
+    α_res·(expected latency fraction − t)² in place of the rate term."""
 
     def __init__(self, target: float, alpha_res: float = 1.0, alpha_cls: float = 1.0) -> None:
         check_rate(target, "target rate t")
@@ -83,7 +84,10 @@ class AIGLoss(Loss):
         self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None
     ) -> LossOutput:
         cls = F.cross_entropy(logits, labels)
-        rate = target_rate_loss(routing.gates, self.target)
+        if self.budget.name == "macs":
+            rate = target_rate_loss(routing.gates, self.target)
+        else:  # a time budget has no per-block rate: the square of its fraction's gap
+            rate = (self.fraction(routing) - self.target) ** 2
         total = self.alpha_cls * cls + self.alpha_res * rate
         parts = {"cls": cls.detach(), "target": rate.detach(), "total": total.detach()}
         return LossOutput(total=total, parts=parts)

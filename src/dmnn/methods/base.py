@@ -21,7 +21,7 @@ from torch import Tensor
 from ..checks import check_fields, option
 from ..network.gate import Gate, GateFactory
 from ..network.routing import Routing
-from .objective import Levers
+from .objective import Budget, Levers, MacsBudget
 from .objective import LossConfig as LossConfig  # re-exported for method files
 from .objective import LossOutput as LossOutput
 
@@ -108,9 +108,17 @@ class Loss:
     adds the shared levers (:class:`~dmnn.methods.objective.Levers`, set by
     :meth:`Method.loss`), so one call gives a step's whole objective. ``state_dict`` holds what
     it adapts during training (a dual multiplier, an adaptive weight): it is checkpointed, so a
-    resumed run continues exactly."""
+    resumed run continues exactly. ``budget`` is the resource the method's budget terms
+    measure (:meth:`fraction`; set by :meth:`Method.loss`): a method computes its resource terms
+    through it, never from ``routing.macs`` directly, so ``--budget latency`` reaches it."""
 
     levers: Levers | None = None
+    budget: Budget = MacsBudget()
+
+    def fraction(self, routing: Routing, scope: str = "network") -> Tensor:
+        """The budgeted resource of the batch as a fraction, differentiable in the gates: the
+        MACs fraction (eqn 13) or, with ``--budget latency``, the expected latency fraction."""
+        return self.budget.fraction(routing, scope)
 
     def terms(self, logits: Tensor, routing: Routing, labels: Tensor,
               categories: Tensor | None = None) -> LossOutput:
@@ -200,10 +208,12 @@ class Method:
         options as configured (a method adds what the data decides)."""
         return cfg.options.to_dict()
 
-    def loss(self, cfg: RunSettings, steps_per_epoch: int) -> Loss:
-        """The run's whole objective: :meth:`build_loss` with the shared levers attached."""
+    def loss(self, cfg: RunSettings, steps_per_epoch: int, budget: Budget | None = None) -> Loss:
+        """The run's whole objective: :meth:`build_loss` with the shared levers and the
+        budget (default: MACs) attached."""
         loss = self.build_loss(cfg, cfg.epochs * steps_per_epoch)
         loss.levers = Levers.of(cfg.loss, steps_per_epoch)
+        loss.budget = budget or MacsBudget()
         return loss
 
     def check_config(self, cfg: RunSettings) -> None:

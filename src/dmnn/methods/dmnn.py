@@ -42,7 +42,6 @@ from .base import (
     RunSettings,
     SubBlocks,
 )
-from .objective import flops_loss
 
 if TYPE_CHECKING:
     from ..data import DataBundle
@@ -277,12 +276,19 @@ class DMNNLoss(Loss):
         dynamic = bool(routing.gated_blocks)
         if dynamic:
             e = opts.exec_rate_target(cfg.target_rate)
-            l_exec = exec_loss(routing.gates, e)
-            l_flops = flops_loss(routing, cfg.target_rate, opts.macs_scope)
-            res = l_exec + l_flops
-            parts.update(exec=l_exec.detach(), flops=l_flops.detach())
+            res = torch.zeros((), device=logits.device)
+            # eqn 12 holds the execution rate at e = r: a MACs target; under a latency budget
+            # r is a time ratio, so the term applies only with an explicit --exec-target
+            if self.budget.name == "macs" or opts.exec_target is not None:
+                l_exec = exec_loss(routing.gates, e)
+                res = l_exec
+                parts["exec"] = l_exec.detach()
+            fraction = self.fraction(routing, opts.macs_scope)
+            l_flops = (fraction - cfg.target_rate) ** 2  # eqn 14 (or the latency fraction's)
+            res = res + l_flops
+            parts["flops" if self.budget.name == "macs" else "latency"] = l_flops.detach()
             if opts.dual_step:
-                gap = routing.macs_fraction(opts.macs_scope).float() - cfg.target_rate
+                gap = fraction - cfg.target_rate
                 dual = torch.as_tensor(self.dual, dtype=torch.float64, device=gap.device)
                 res = res + dual.to(gap.dtype) * gap
                 parts["dual"] = dual.detach().clone()
@@ -325,6 +331,9 @@ class DMNN(Method):
                 data.num_categories if cfg.options.category_supervision else 0}
 
     def check_config(self, cfg: RunSettings) -> None:
+        if cfg.loss.budget == "latency" and cfg.options.macs_scope != "network":
+            raise UsageError("--macs-scope dynamic is a MACs budget's scope: drop it with "
+                             "--budget latency (latency is the whole network's)")
         warmup = cfg.options.gate_warmup_epochs
         if warmup and not 0 < warmup < cfg.epochs:
             raise UsageError(f"gate_warmup_epochs must be in [0, epochs), got "

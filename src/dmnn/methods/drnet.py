@@ -189,12 +189,13 @@ class DRNetLoss(Loss):
         route = routes(routing.gates, self.copies)
         l_con = consistency_loss(route, self.d_c)
         l_div = diversity_loss(route, self.d_d)
-        l_cost = cost_loss(routing)
+        # eqn 8 is the gated blocks' MACs fraction; a latency budget prices the same routes
+        l_cost = cost_loss(routing) if self.budget.name == "macs" else self.fraction(routing)
         l_reg = reg_loss(route)
         total = (cls + self.lam * l_con + self.alpha * l_div + self.mu * l_cost
                  + self.gamma * l_reg)
         if l_cost.requires_grad:  # frozen hard routes: the cost is fixed, μ has nothing to steer
-            ratio = routing.macs_fraction().item()
+            ratio = self.fraction(routing).item()
             self.mu *= math.exp(self.kappa * (ratio - self.target))  # adaptive cost weight
         parts = {"cls": cls.detach(), "consistency": l_con.detach(), "diversity": l_div.detach(),
                  "cost": l_cost.detach(), "reg": l_reg.detach(), "total": total.detach(),

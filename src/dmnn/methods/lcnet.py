@@ -276,7 +276,7 @@ class LCLoss(Loss):
         l1_channel = self.penalty(channels, self.lam_channel)
         total = cls + self.lam_block * l1_block + self.lam_channel * l1_channel
         if logits.requires_grad:  # a training step (not an evaluation pass)
-            gap = routing.macs_fraction().item() - self.target
+            gap = self.fraction(routing).item() - self.target
             self.lam_block += self.step * gap
             self.lam_channel += self.step * gap
         parts = {"cls": cls.detach(), "l1_block": l1_block.detach(),

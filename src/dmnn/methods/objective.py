@@ -1,6 +1,8 @@
 """The training objective's shared parts, in one module: the loss settings every method reads
 (:class:`LossConfig`), the levers the harness adds to any gated method's loss (``--distill``,
-``--gate-entropy``: :class:`Levers`) and the MACs budget (eqn 14, :func:`flops_loss`).
+``--gate-entropy``: :class:`Levers`), the resource every method's budget measures
+(:class:`MacsBudget`, the paper's; :class:`LatencyBudget`, ``--budget latency``) and eqn 14's
+square (:func:`flops_loss`).
 
 A method's :class:`~dmnn.methods.base.Loss` computes its own terms; the base class adds the
 levers to them, so the whole objective of a step comes out of one call and the engine sums
@@ -26,7 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..checks import check_fields, check_rate, option
+from ..network.latency_table import LatencyTable
 from ..network.routing import Routing
+
+BUDGETS = ("macs", "latency")
 
 
 @dataclass
@@ -35,8 +40,21 @@ class LossConfig:
     shared weights and the levers. A method's own loss terms are its options
     (:class:`~dmnn.methods.base.MethodOptions`)."""
 
-    target_rate: float = option(0.5, check=check_rate, label="target rate r",
-                                help="r: target MACs ratio in (0, 1].")
+    target_rate: float = option(0.5, check=check_rate, label="target rate r", help=(
+        "r: the target in (0, 1]: the MACs ratio (--budget macs) or the latency ratio to the "
+        "static backbone (--budget latency)."))
+    budget: str = option("macs", choices=BUDGETS, help=(
+        "What the resource loss holds at r, for every gated method: macs (the paper: MACs ÷ "
+        "the all-on network's) | latency (the expected time under the gates' probabilities ÷ "
+        "the static backbone's, from --latency-table or profiled at the start)."))
+    latency_table: str | None = option(None, help=(
+        "A `dmnn profile MODEL --out FILE.json` table of the run's model and input size: the "
+        "price of --budget latency, and with --budget macs a predicted latency ratio reported "
+        "beside the MACs ratio. Default with --budget latency: profiled at the start on "
+        "--device at --latency-batch."))
+    latency_batch: int | None = option(None, min=1, help=(
+        "The batch size the latency is budgeted for (the table's; default: the table's "
+        "batch, or 32 when profiled at the start)."))
     alpha_res: float = option(1.0, min=0.0, help="α2, weight of the resource loss.")
     alpha_cls: float = option(1.0, min=0.0, help="α3, weight of the classification loss.")
     distill: float = option(0.0, min=0.0, help=(
@@ -62,9 +80,60 @@ class LossOutput:
     parts: dict[str, Tensor] = field(default_factory=dict)  # detached, for logging
 
 
-def flops_loss(routing: Routing, target: float, scope: str = "network") -> Tensor:
-    """Eqn 14: (f / f_total − r)², the MACs budget."""
-    return (routing.macs_fraction(scope).float() - target) ** 2
+class MacsBudget:
+    """The paper's resource: f / f_total, the MACs fraction (eqn 13; ``scope`` as in
+    :meth:`~dmnn.network.routing.Routing.macs_fraction`)."""
+
+    name = "macs"
+
+    def fraction(self, routing: Routing, scope: str = "network") -> Tensor:
+        return routing.macs_fraction(scope).float()
+
+
+def budget_probs(routing: Routing) -> list[Tensor | None]:
+    """Per block, the on-probability of every path that the latency budget prices: the gate's
+    soft probabilities where they carry a gradient (DMNN, AIG); else what ran, where the gate
+    records it apart from its gates (LC-Net, whose gates are saliences: a block with any
+    positive salience runs; its loss moves the budget through its L1 weights, not this
+    gradient); else the gates themselves (DRNet's soft route r in training, a plug-in's
+    straight-through gates)."""
+    executed = routing.executed or [None] * len(routing.gates)
+    out: list[Tensor | None] = []
+    for g, p, ran in zip(routing.gates, routing.probs, executed, strict=True):
+        if g is None:
+            out.append(None)
+        elif p is not None and p.requires_grad:
+            out.append(p)
+        elif ran is not None:
+            out.append(ran)
+        else:
+            out.append(g)
+    return out
+
+
+class LatencyBudget:
+    """``--budget latency``: the expected time of a batch of the table's size under the gates'
+    probabilities ÷ the static backbone's measured time
+    (:meth:`~dmnn.network.latency_table.LatencyTable.expected_fraction`). ``scope`` does not
+    apply: latency is the whole network's."""
+
+    name = "latency"
+
+    def __init__(self, table: LatencyTable) -> None:
+        self.table = table
+
+    def fraction(self, routing: Routing, scope: str = "network") -> Tensor:
+        return self.table.expected_fraction(budget_probs(routing)).float()
+
+
+Budget = MacsBudget | LatencyBudget
+
+
+def flops_loss(routing: Routing, target: float, scope: str = "network",
+               budget: Budget | None = None) -> Tensor:
+    """Eqn 14: (f / f_total − r)², the MACs budget; with a latency ``budget``, the same square
+    of the expected latency fraction."""
+    return ((budget or MacsBudget()).fraction(routing, scope) - target) ** 2
 
 
 def distill_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:

@@ -62,8 +62,9 @@ from ..evaluation.metrics import collect, summarize_record
 from ..execution.fused import drop_fused
 from ..network.dynamic_net import DynamicNet
 from ..network.gate import Gate
+from ..network.latency_table import LatencyTable
 
-METRICS = ("macs_ratio", "macs_ratio_dynamic", "exec_rate")
+METRICS = ("macs_ratio", "macs_ratio_dynamic", "exec_rate", "latency_ratio")
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,12 @@ def shiftable_gates(model: DynamicNet) -> list[Gate]:
     return gates
 
 
+def check_metric(metric: str, latency: LatencyTable | None) -> None:
+    check_choice("metric", metric, METRICS)
+    if metric == "latency_ratio" and latency is None:
+        raise UsageError("calibrating the latency ratio needs the run's latency table")
+
+
 def can_calibrate(model: DynamicNet) -> bool:
     try:
         shiftable_gates(model)
@@ -107,11 +114,14 @@ def can_calibrate(model: DynamicNet) -> bool:
 
 
 def measure(
-    model: DynamicNet, batches: Iterable, input_size: int, metric: str, device: torch.device
+    model: DynamicNet, batches: Iterable, input_size: int, metric: str, device: torch.device,
+    latency: LatencyTable | None = None,
 ) -> tuple[float, int]:
     """``metric`` of ``model`` in eval mode over ``batches`` and the number of samples: the
-    evaluator's own definition (:func:`dmnn.evaluation.metrics.summarize_record`)."""
-    summary = summarize_record(collect(model, batches, device), model, input_size)
+    evaluator's own definition (:func:`dmnn.evaluation.metrics.summarize_record`;
+    ``latency_ratio`` needs the ``latency`` table)."""
+    summary = summarize_record(collect(model, batches, device), model, input_size,
+                               latency=latency)
     if metric == "exec_rate":
         rates = list(summary["exec_rate_block"].values())
         return sum(rates) / len(rates), summary["samples"]
@@ -132,11 +142,12 @@ def calibrate_gates(
     bound: float = 8.0,
     max_steps: int = 24,
     progress: bool | None = None,
+    latency: LatencyTable | None = None,
 ) -> Calibration:
     """Shift every gate's on-logit by the δ in [−bound, bound] that brings ``metric`` on
     ``batches`` within ``tol`` of ``target`` (the closest one found if none does); no shift at
     all when the trained gates are already within ``max(tol, slack)`` of it."""
-    check_choice("metric", metric, METRICS)
+    check_metric(metric, latency)
     check_number("calibration target", target, 0.0, 1.0)
     check_number("calibration slack", slack, 0.0, 1.0)
     gates = shiftable_gates(model)
@@ -151,7 +162,7 @@ def calibrate_gates(
             gate.shift_on_logit(delta - applied)
         applied = delta
         bar.update(1)
-        value, n = measure(model, batches, input_size, metric, device)
+        value, n = measure(model, batches, input_size, metric, device, latency)
         bar.set_postfix(offset=f"{delta:+.3f}", value=f"{value:.4f}")
         return value, n
 
@@ -435,12 +446,13 @@ def calibrate(
     images: str = "training",
     progress: bool | None = None,
     finetune_lr: float = 0.01,
+    latency: LatencyTable | None = None,
 ) -> Outcome:
     """Meet ``target`` on ``batches`` with the candidate that costs the least top-1 there (see
     the module docstring), or keep the trained gates when none reaches it within ``max_cost``.
     ``bn_batches``: the training images BN statistics are re-estimated on (and ``per-block+ft``
     fine-tunes on; default ``batches``). The model ends with what was kept."""
-    check_choice("metric", metric, METRICS)
+    check_metric(metric, latency)
     check_number("calibration target", target, 0.0, 1.0)
     check_number("calibration slack", slack, 0.0, 1.0)
     check_number("calibration max cost", max_cost, 0.0, 1.0)
@@ -456,7 +468,8 @@ def calibrate(
 
     def evaluate() -> dict[str, float]:
         nonlocal samples
-        summary = summarize_record(collect(model, batches, device), model, input_size)
+        summary = summarize_record(collect(model, batches, device), model, input_size,
+                                   latency=latency)
         samples = summary["samples"]
         if metric == "exec_rate":  # the mean block execution rate (no summary key of its own)
             rates = list(summary["exec_rate_block"].values())
@@ -479,7 +492,8 @@ def calibrate(
     def global_offset() -> float:
         """Bisect one δ for every gate (on top of the current weights)."""
         found = calibrate_gates(model, batches, target, input_size=input_size, metric=metric,
-                                device=device, tol=tol, bound=bound, progress=False)
+                                device=device, tol=tol, bound=bound, progress=False,
+                                latency=latency)
         return found.offset
 
     tried: list[Candidate] = []

@@ -26,11 +26,13 @@ from ..distributed.group import setup
 from ..distributed.sync_bn import convert_sync_batchnorm
 from ..errors import TrainingError, TrainingInterrupted, UsageError
 from ..evaluation.metrics import collect, summarize_record
-from ..files import writing
+from ..files import atomic_write_json, writing
 from ..network.dynamic_net import DynamicNet
 from ..network.gate import gates_of
+from ..network.latency_table import LatencyTable
 from ..network.memory import check_fits, inference_bytes, training_bytes
 from ..registry import create_model
+from .budget import budget_of, resolve_latency, run_table_path
 from .checkpoint import (
     load_weights,
     read_checkpoint,
@@ -42,7 +44,13 @@ from .checkpoint import (
 from .config import TrainConfig, resolve_config
 from .data import load_run_data, say
 from .device import pick_device
-from .finish import calibration_record, final_metrics, run_calibration, say_calibrated
+from .finish import (
+    calibration_record,
+    final_metrics,
+    latency_note,
+    run_calibration,
+    say_calibrated,
+)
 from .loop import Parts, RunState, train_one_epoch
 from .precision import Precision
 from .run_folder import RunFolder
@@ -135,6 +143,7 @@ class Trainer:
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
         )
         self.state = RunState()
+        self.latency: LatencyTable | None = None  # the run's latency table (prepare_out)
         self.pending: dict[str, Any] | None = None  # an epoch trained but not yet evaluated
 
     def parts(self) -> Parts:
@@ -190,7 +199,8 @@ class Trainer:
         tqdm.write(
             f"epoch {record['epoch']}/{self.cfg.epochs}  loss {record['train_loss']:.4f}  "
             f"train {record['train_top1']:.4f}  test top1 {test['top1']:.4f}  "
-            f"MACs ratio {test['macs_ratio']:.3f}  ({self.state.train_seconds:.0f}s)"
+            f"MACs ratio {test['macs_ratio']:.3f}{latency_note(test)}  "
+            f"({self.state.train_seconds:.0f}s)"
         )
         return test
 
@@ -200,7 +210,7 @@ class Trainer:
         with self.lockstep():
             record = collect(self.model, self.data.test, self.device)
         return summarize_record(
-            record, self.model, self.input_size, self.data.category_map.names
+            record, self.model, self.input_size, self.data.category_map.names, self.latency
         )
 
     def finish(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -208,13 +218,16 @@ class Trainer:
         ``metrics`` is the last epoch's evaluation (None when a finished run is resumed)."""
         cfg = self.cfg
         metric = cfg.method.calibration_metric(cfg) if cfg.calibrate_gates else None
+        if metric is not None and cfg.loss.budget == "latency":
+            metric = "latency_ratio"  # calibration holds what the loss held
         calibration: dict[str, Any] | None = None
         if metric is not None:
             uncalibrated = metrics or self.evaluate()
             result = run_calibration(
                 self.model, self.data, cfg, metric, input_size=self.input_size,
                 device=self.device, dist=self.dist, lockstep=self.lockstep,
-                progress=self.progress if self.main else False, last_path=self.last_path)
+                progress=self.progress if self.main else False, last_path=self.last_path,
+                latency=self.latency)
             metrics = self.evaluate()
             self.save("calibrated", metrics)
             calibration = calibration_record(result, uncalibrated)
@@ -247,6 +260,11 @@ class Trainer:
         """Check the folder (every rank), load ``last`` and repair the folder (rank 0), then let
         the other ranks load the repaired ``last``."""
         self.folder.check(resume, self.cfg.epochs)
+        self.latency = resolve_latency(
+            self.cfg, self.model, self.model_kwargs, self.input_size, self.out, resume=resume,
+            device=self.device, distributed=self.dist is not None,
+            say=say if self.main else (lambda _: None))
+        self.loss.budget = budget_of(self.cfg, self.latency)
         if self.dist is not None:
             self.dist.barrier()  # every rank has checked before rank 0 writes
         if self.main:
@@ -258,6 +276,8 @@ class Trainer:
             # the epoch trained but not yet closed is redone: drop its metrics line too
             done = self.state.epoch - (1 if self.pending is not None else 0)
             self.folder.prepare(self.cfg.to_dict(), done)
+            if self.latency is not None:
+                atomic_write_json(run_table_path(self.out), self.latency.data)
         if self.dist is not None:
             self.dist.barrier()  # rank 0 has repaired what a crash left: the others read it
             if not self.main and resume and self.has_checkpoint():

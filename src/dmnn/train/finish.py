@@ -15,18 +15,19 @@ from tqdm.auto import tqdm
 from ..data import DataBundle
 from ..errors import TrainingInterrupted
 from ..network.dynamic_net import DynamicNet
+from ..network.latency_table import LatencyTable
 from .calibration import Outcome, calibrate
 from .config import TrainConfig
 from .loop import RunState
 
-UNCALIBRATED_KEYS = ("top1", "macs_mean", "macs_std", "macs_ratio")
+UNCALIBRATED_KEYS = ("top1", "macs_mean", "macs_std", "macs_ratio", "latency_ratio")
 
 
 def run_calibration(
     model: DynamicNet, data: DataBundle, cfg: TrainConfig, metric: str, *,
     input_size: int, device: torch.device, dist: Any,
     lockstep: Callable[[], AbstractContextManager[object]], progress: bool | None,
-    last_path: Path,
+    last_path: Path, latency: LatencyTable | None = None,
 ) -> Outcome:
     """Calibrate ``model``'s gates to ``cfg.target_rate`` (:func:`.calibration.calibrate`): the
     candidate is chosen on the held-out images when the run has them, else on training images;
@@ -44,7 +45,7 @@ def run_calibration(
                 bn_batches=train_images, metric=metric, device=device,
                 slack=cfg.calibration_slack, max_cost=cfg.calibration_max_cost,
                 images="held-out" if data.holdout is not None else "training",
-                progress=progress,
+                progress=progress, latency=latency,
             )
     except KeyboardInterrupt:
         raise TrainingInterrupted(
@@ -55,15 +56,25 @@ def run_calibration(
 def calibration_record(result: Outcome, uncalibrated: dict[str, Any]) -> dict[str, Any]:
     """metrics.json's ``calibration``: what was chosen and why, and the trained gates' figures."""
     return {**result.to_dict(),
-            "uncalibrated": {k: uncalibrated[k] for k in UNCALIBRATED_KEYS}}
+            "uncalibrated": {k: uncalibrated[k] for k in UNCALIBRATED_KEYS if k in uncalibrated}}
+
+
+def latency_note(metrics: dict[str, Any]) -> str:
+    """``", predicted latency ratio 0.712 (batch 32)"`` when the run has a latency table."""
+    if "latency_ratio" not in metrics:
+        return ""
+    return (f", predicted latency ratio {metrics['latency_ratio']:.3f} "
+            f"(batch {metrics['latency_batch']})")
 
 
 def say_calibrated(result: Outcome, metrics: dict[str, Any],
                    uncalibrated: dict[str, Any]) -> None:
     tqdm.write(
         f"{result.summary()}; test top1 {metrics['top1']:.4f}, MACs ratio "
-        f"{metrics['macs_ratio']:.3f} (uncalibrated {uncalibrated['top1']:.4f}, "
-        f"{uncalibrated['macs_ratio']:.3f})"
+        f"{metrics['macs_ratio']:.3f}{latency_note(metrics)} (uncalibrated "
+        f"{uncalibrated['top1']:.4f}, {uncalibrated['macs_ratio']:.3f}"
+        + (f", {uncalibrated['latency_ratio']:.3f}" if "latency_ratio" in uncalibrated else "")
+        + ")"
     )
 
 
