@@ -21,6 +21,10 @@ def eval_cmd(
         "--out", help="Base path of the per-sample outputs BASE.safetensors and BASE.json "
         "(default: CHECKPOINT.eval, next to the checkpoint).")] = None,
     device: Annotated[str, typer.Option("--device")] = "cpu",
+    latency_table: Annotated[Path | None, typer.Option(
+        "--latency-table", help="A `dmnn profile` table of the model: report the predicted "
+        "latency ratio to the static backbone (default: the run folder's latency_table.json, "
+        "when it has one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Top-1/5, per-sample MACs, execution rates; saves per-sample MACs, gates, predictions.
@@ -40,12 +44,21 @@ def eval_cmd(
     ours = {checkpoint.resolve(), (checkpoint.parent / meta["tensors"]).resolve()}
     if per_sample.resolve() in ours or summary_path.resolve() in ours:
         fail(f"--out {base} would overwrite the checkpoint {checkpoint}: pick another path")
+    from ..network.latency_table import LatencyTable
+    from ..train.budget import run_table_path
+
+    saved = run_table_path(checkpoint.parent)
+    table = (LatencyTable.from_file(latency_table) if latency_table is not None
+             else LatencyTable.from_file(saved, "the run's latency table") if saved.is_file()
+             else None)
     ctx, dev = setup(pick_device(device))
     model, data, cfg = load_for_eval(meta, tensors, data_dir, str(dev), source=str(checkpoint))
+    if table is not None:
+        table.check_for(meta["model"], model, data.input_size)
     if ctx is not None:
         data.test.shard(ctx.rank, ctx.world_size, pad=False)
     with ctx.activate() if ctx is not None else nullcontext():
-        summary, record = run_eval(model, data, cfg, str(dev))
+        summary, record = run_eval(model, data, cfg, str(dev), table)
     if ctx is not None and not ctx.is_main:
         return
     with writing(summary_path):
@@ -60,6 +73,10 @@ def eval_cmd(
         f" ± {summary['macs_std']:.3g}  ratio {summary['macs_ratio']:.3f} "
         f"(dynamic part {summary['macs_ratio_dynamic']:.3f})  params {summary['params']:,}"
     )
+    if "latency_ratio" in summary:
+        typer.echo(f"predicted latency ratio {summary['latency_ratio']:.3f} of the static "
+                   f"backbone at batch {summary['latency_batch']} ({table.source}); "
+                   "`dmnn bench --checkpoint` measures it")
     for block, rates in summary["exec_rate_sub_block"].items():
         typer.echo(f"  block {block:>3}: " + " ".join(f"{r:.2f}" for r in rates))
     typer.echo(f"per-sample file: {summary['per_sample_file']}")

@@ -115,7 +115,7 @@ def train_cmd(
         if out is None:
             out = default_out(cfg.model, cfg.dataset, cfg.target_rate, cfg.seed)
     trainer = Trainer(cfg, out, progress=progress)  # loads the data: bad input fails here
-    trainer.folder.check(resume, cfg.epochs)
+    trainer.check(resume)  # the folder and the latency table, before anything is written
     if trainer.main:
         typer.echo(f"training {cfg.model} on {cfg.dataset} (r={cfg.target_rate}) into {out}",
                    err=True)

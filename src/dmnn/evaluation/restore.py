@@ -9,6 +9,7 @@ from torch import Tensor
 from ..data import DataBundle
 from ..errors import CheckpointError
 from ..network.dynamic_net import DynamicNet
+from ..network.latency_table import LatencyTable
 from ..registry import create_model
 from ..train.checkpoint import load_weights
 from ..train.config import TrainConfig
@@ -41,11 +42,13 @@ def load_for_eval(
 
 
 def run_eval(
-    model: DynamicNet, data: DataBundle, cfg: TrainConfig, device: str
+    model: DynamicNet, data: DataBundle, cfg: TrainConfig, device: str,
+    latency: LatencyTable | None = None,
 ) -> tuple[dict[str, Any], EvalRecord]:
-    """One evaluation pass over the test split: the summary (with the run's identity) and the
-    per-sample record."""
+    """One evaluation pass over the test split: the summary (with the run's identity; with a
+    ``latency`` table, the predicted latency ratio) and the per-sample record."""
     record = collect(model, data.test, pick_device(device))
-    summary = summarize_record(record, model, data.input_size, data.category_map.names)
+    summary = summarize_record(record, model, data.input_size, data.category_map.names,
+                               latency)
     summary.update(model=cfg.model, dataset=cfg.dataset, target_rate=cfg.target_rate)
     return summary, record

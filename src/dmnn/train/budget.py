@@ -54,6 +54,13 @@ def resolve_latency(
     if loss.budget == "latency":
         check_budget_fits(cfg)
         floor = table.minimum_fraction
+        if floor >= 1:
+            raise UsageError(
+                f"--budget latency: {cfg.model} with every sub-block off takes {floor:.3f} of "
+                f"the static backbone's time at batch {table.batch}, {table.input_size} px "
+                f"({table.source}), so no --target-rate in (0, 1] is reachable: the gates "
+                "cost more than they can save at this size; profile at a larger batch or "
+                "image size, or use --budget macs")
         if cfg.target_rate <= floor:
             raise UsageError(
                 f"--target-rate {cfg.target_rate:g} is at or below the latency of {cfg.model} "

@@ -143,7 +143,8 @@ class Trainer:
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
         )
         self.state = RunState()
-        self.latency: LatencyTable | None = None  # the run's latency table (prepare_out)
+        self.latency: LatencyTable | None = None  # the run's latency table (check)
+        self.budget_ready = False
         self.pending: dict[str, Any] | None = None  # an epoch trained but not yet evaluated
 
     def parts(self) -> Parts:
@@ -256,15 +257,23 @@ class Trainer:
         """Code every rank runs together: global batch statistics, gathered evaluation."""
         return self.dist.activate() if self.dist is not None else nullcontext()
 
-    def prepare_out(self, resume: bool) -> None:
-        """Check the folder (every rank), load ``last`` and repair the folder (rank 0), then let
-        the other ranks load the repaired ``last``."""
+    def check(self, resume: bool) -> None:
+        """Everything a run checks before it writes: the folder, and the latency table (read,
+        or profiled, once) against the run."""
         self.folder.check(resume, self.cfg.epochs)
+        if self.budget_ready:
+            return
         self.latency = resolve_latency(
             self.cfg, self.model, self.model_kwargs, self.input_size, self.out, resume=resume,
             device=self.device, distributed=self.dist is not None,
             say=say if self.main else (lambda _: None))
         self.loss.budget = budget_of(self.cfg, self.latency)
+        self.budget_ready = True
+
+    def prepare_out(self, resume: bool) -> None:
+        """Check the folder (every rank), load ``last`` and repair the folder (rank 0), then let
+        the other ranks load the repaired ``last``."""
+        self.check(resume)
         if self.dist is not None:
             self.dist.barrier()  # every rank has checked before rank 0 writes
         if self.main:
