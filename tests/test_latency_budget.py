@@ -221,6 +221,13 @@ def test_a_latency_budget_run_trains_calibrates_and_reports_the_predicted_ratio(
     shown = runner.invoke(app, ["eval", str(out / "last.json"), "--out", str(tmp_path / "e")])
     assert shown.exit_code == 0, shown.output
     assert "predicted latency ratio" in shown.output  # the run folder's table, found
+    bench = runner.invoke(app, ["bench", "--checkpoint", str(out / "last.json"), "--batch", "4",
+                                "--repeats", "2", "--warmup", "0", "--json"])
+    assert bench.exit_code == 0, bench.output
+    timed = json.loads(bench.output[bench.output.index("{"):])
+    # measured and predicted for the same batches, and the target they are held to
+    assert timed["target_rate"] == 0.6 and timed["latency_ratio_vs_static"] > 0
+    assert 0 < timed["predicted_latency_ratio_vs_static"] < 1
 
 
 def test_a_table_profiled_at_the_start_is_kept_in_the_run_and_reused_on_resume(tmp_path):

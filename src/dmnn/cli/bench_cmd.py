@@ -124,19 +124,27 @@ def bench_checkpoint(
     """``dmnn bench --checkpoint``: a trained model's own gates on its own test images."""
     from ..evaluation.latency_trained import bench_trained, gather_images
     from ..evaluation.restore import load_for_eval
+    from ..network.latency_table import LatencyTable
+    from ..train.budget import run_table_path
     from ..train.checkpoint import read_checkpoint
 
     check_int("batch", batch, 1)
     meta, tensors = read_checkpoint(path)
-    model, data, _ = load_for_eval(meta, tensors, data_dir, "cpu", source=str(path))
+    model, data, cfg = load_for_eval(meta, tensors, data_dir, "cpu", source=str(path))
     images = gather_images(data.test, batch * (warmup + repeats))
+    saved = run_table_path(path.parent)
+    table = LatencyTable.from_file(saved, "the run's latency table") if saved.is_file() else None
+    if table is not None and (table.batch != batch or table.input_size != data.input_size):
+        table = None  # its prediction is for another batch or size: measured only
     bar = Progress(repeats + warmup)
     result = bench_trained(
         model, meta["model"], images, model_kwargs=meta["model_kwargs"], batch=batch,
         repeats=repeats, warmup=warmup, threads=threads, progress=bar,
-        channels_last=channels_last,
+        channels_last=channels_last, latency=table,
     )
     bar.close()
+    if table is not None and cfg.loss.budget == "latency":
+        result["target_rate"] = cfg.target_rate
     result["checkpoint"] = str(path)
     if as_json:
         print_json(result)
@@ -145,6 +153,11 @@ def bench_checkpoint(
                f"median of {repeats} batches of real test images")
     typer.echo(f"latency ratio vs static backbone  {result['latency_ratio_vs_static']:.3f}"
                f"  at MACs ratio {result['macs_ratio_vs_static']:.3f} (both BN-folded)")
+    if "predicted_latency_ratio_vs_static" in result:
+        target = (f", the run's latency target {result['target_rate']:g}"
+                  if "target_rate" in result else "")
+        typer.echo(f"predicted by the run's latency table  "
+                   f"{result['predicted_latency_ratio_vs_static']:.3f}{target}")
     for name, ms in result["latency_ms"].items():
         typer.echo(f"  {name:16s} {ms:9.2f} ms")
     if "latency_ratio" in result:

@@ -18,6 +18,7 @@ from ..checks import check_int
 from ..errors import UsageError
 from ..execution.forcing import force_gates
 from ..network.dynamic_net import DynamicNet
+from ..network.latency_table import LatencyTable
 from ..registry import model_method
 from .latency import median_ms, paired_ratio, static_backbone_for, timed_round
 
@@ -49,13 +50,15 @@ def bench_trained(
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     channels_last: bool = False,
+    latency: LatencyTable | None = None,
 ) -> dict[str, Any]:
     """Time the static backbone (BN folded, as the fused executor runs; and unfolded) against
     the model's own gates: fused (the default at eval), sparse unfolded, masked dense.
 
     Batch i of the timed loop is ``images[i*batch:(i+1)*batch]``, so the gates are the model's
     decisions on real images (mixed paths at batch > 1). Static and twin models time only
-    themselves against the backbone.
+    themselves against the backbone. With the run's ``latency`` table (profiled at this batch
+    size), the table's prediction for the same batches' gates sits beside the measured ratio.
     """
     check_int("batch", batch, 1)
     if images.shape[0] < batch * (warmup + repeats):
@@ -98,6 +101,7 @@ def bench_trained(
         variants["model"] = model
     times: dict[str, list[float]] = {k: [] for k in variants}
     macs: list[Tensor] = []
+    predicted: list[float] = []
     max_diff = 0.0
     with torch.inference_mode():
         for i in range(warmup + repeats):
@@ -106,7 +110,11 @@ def bench_trained(
             outs = timed_round(this_round, i, times if i >= warmup else None)
             if i >= warmup:
                 model.set_execution("sparse" if gated else "auto")
-                macs.append(model(x, return_routing=True)[1].macs.double())
+                routing = model(x, return_routing=True)[1]
+                macs.append(routing.macs.double())
+                if latency is not None and gated:
+                    predicted.append(latency.predict_ms(routing.executed or routing.gates)
+                                     / latency.static_ms)
             if gated:
                 max_diff = max(max_diff, *((outs["masked"] - outs[k]).abs().max().item()
                                            for k in ("sparse", "fused")))
@@ -130,6 +138,8 @@ def bench_trained(
         "latency_ratio_vs_static": paired_ratio(times[fast], times["static"]),
         "static_folded_vs_unfolded": paired_ratio(times["static"], times["static_unfolded"]),
     }
+    if predicted:
+        out["predicted_latency_ratio_vs_static"] = sum(predicted) / len(predicted)
     out["latency_over_macs_vs_static"] = (out["latency_ratio_vs_static"]
                                           / out["macs_ratio_vs_static"])
     if gated:
