@@ -14,6 +14,10 @@
 # with one sub-block per block and width-scaled ResNet-56s, a warm start from a trained twin), in
 # its own group frontier-$STAGE-deep and results/frontier/$STAGE-deep (another backbone: never
 # one table with the ResNet-20 runs). PART=r07 (#32): DMNN-20 pe + λ at r = 0.7, two seeds.
+# PART=latency (#33): DMNN and AIG trained with --budget latency against a table profiled here
+# once (batch 32, one thread, $GROUP/tables/), at the static twin-half's measured latency ratio
+# (LAT_TWIN, 0.75 by default: README's 0.751 at batch 32) and at one lower level (LAT_LOW), in
+# frontier-$STAGE-latency and results/frontier/$STAGE-latency.
 # DEVICE=cuda trains on a GPU (data on the device, JOBS=8 by default) into frontier-$STAGE-cuda
 # and results/frontier/$STAGE-cuda: GPU runs are kept apart from the CPU ones, never mixed in a
 # table. DMNN="python3 -m dmnn" where the entry point is not installed (scripts/frontier/device.sh).
@@ -41,6 +45,7 @@ case "$DEVICE" in
   *) echo "error: DEVICE must be cpu or cuda, got $DEVICE" >&2; exit 2 ;;
 esac
 [ "$PART" = deep ] && SET=$SET-deep && REFS=""
+[ "$PART" = latency ] && SET=$SET-latency && REFS=""
 GROUP=$RUNS/frontier-$SET
 RESULTS=results/frontier/$SET
 D="--model dmnn_resnet20 --sub-blocks 2"
@@ -144,14 +149,25 @@ dmnn_pe_dual_r0.7 $D --target-rate 0.7 --recipe paper-entropy --dual-step 0.1
 dmnn_pe_dual_r0.7_s1 $D --target-rate 0.7 --recipe paper-entropy --dual-step 0.1 --seed 1
 PLAN
 }
+latency() {  # #33: the latency budget at the twin-half's latency and one level lower
+  local t=$GROUP/tables lat="--budget latency --latency-batch 32"
+  cat <<PLAN
+dmnn_lat${LAT_TWIN} $D $lat --latency-table $t/dmnn_resnet20.json --target-rate $LAT_TWIN
+aig_lat${LAT_TWIN} $A $lat --latency-table $t/aig_resnet20.json --target-rate $LAT_TWIN
+dmnn_lat${LAT_LOW} $D $lat --latency-table $t/dmnn_resnet20.json --target-rate $LAT_LOW
+aig_lat${LAT_LOW} $A $lat --latency-table $t/aig_resnet20.json --target-rate $LAT_LOW
+PLAN
+}
 plan() {
   case "$PART" in
+    latency) latency ;;
     screen) screen_main; screen_more ;;
     frontier) frontier ;;
     all) screen_main; frontier; screen_more ;;
     deep) deep ;;
     r07) r07 ;;
-    *) echo "error: PART must be screen, frontier, all, deep or r07, got $PART" >&2; exit 2 ;;
+    *) echo "error: PART must be screen, frontier, all, deep, r07 or latency, got $PART" >&2
+      exit 2 ;;
   esac
 }
 one() {  # NAME [after=DEP] ARGS...
@@ -187,6 +203,14 @@ one() {  # NAME [after=DEP] ARGS...
       "$out" ${REFS:-} > /dev/null
   fi
 }
+if [ "$PART" = latency ]; then  # one table per gated model, profiled once, before any run
+  LAT_TWIN=${LAT_TWIN:-0.75}; LAT_LOW=${LAT_LOW:-0.65}
+  mkdir -p "$GROUP/tables"
+  for m in dmnn_resnet20 aig_resnet20; do
+    [ -f "$GROUP/tables/$m.json" ] || $DMNN profile $m --batch 32 --input-size 32 --threads 1 \
+      --out "$GROUP/tables/$m.json" > "$GROUP/tables/$m.log" 2>&1
+  done
+fi
 export -f one
 export GROUP DATA EXTRA ONLY JOBS STAGE REFS COMMON DMNN RESULTS
 export OMP_NUM_THREADS=1

@@ -13,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -102,6 +103,41 @@ def paired_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den, strict=True))
 
 
+@dataclass
+class Timing:
+    """What a timed comparison runs on: the gated model and its static backbone, both in eval
+    mode on the device in one memory layout, a fixed random input, and the device's sync."""
+
+    model: DynamicNet
+    static: DynamicNet
+    device: torch.device
+    sync: Callable[[], None]
+    size: int
+    x: torch.Tensor
+
+
+def timing_setup(name: str, model_kwargs: dict[str, Any] | None, *, batch: int,
+                 input_size: int | None, device: str, threads: int | None,
+                 channels_last: bool, seed: int, what: str, outputs_alive: int) -> Timing:
+    """Build what :func:`bench` and ``dmnn profile`` time (random weights: time does not depend
+    on their values); a configuration that cannot fit in this machine's memory fails here."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(name, **(model_kwargs or {})).eval().to(dev, memory_format=layout)
+    static = static_backbone_for(name, model_kwargs).eval().to(dev, memory_format=layout)
+    size = input_size or model.default_input_size
+    model.macs_table(size)  # an input the model cannot take fails here
+    if dev.type == "cpu":
+        check_fits(inference_bytes(model, (size, size), batch) * outputs_alive,
+                   f"{what} at {size} px, batch {batch}", "lower --input-size or --batch")
+    x = torch.randn(batch, model.in_chans, size, size, generator=torch.Generator().manual_seed(
+        seed)).to(dev).contiguous(memory_format=layout)
+    return Timing(model, static, dev, sync, size, x)
+
+
 def bench(
     model: str,
     *,
@@ -120,22 +156,14 @@ def bench(
     """Time static (BN folded, as at eval, and unfolded) / twin / all-on / masked / sparse /
     fused forwards; return latencies and ratios, led by fused against the folded static."""
     check_bench_args(model, rate, batch, input_size)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    dev = pick_device(device)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    dmnn = create_model(model, **(model_kwargs or {})).eval().to(dev, memory_format=layout)
-    static = static_backbone_for(model, model_kwargs).eval().to(dev, memory_format=layout)
+    setup = timing_setup(model, model_kwargs, batch=batch, input_size=input_size, device=device,
+                         threads=threads, channels_last=channels_last, seed=seed, what="bench",
+                         outputs_alive=3)
+    dmnn, static, dev, sync, size, x = (setup.model, setup.static, setup.device, setup.sync,
+                                        setup.size, setup.x)
     natural = decide_all_on(dmnn)  # rate-r variants force their gates; all-on ones decide
     all_on = None if natural else "on"
-    size = input_size or dmnn.default_input_size
     table = dmnn.macs_table(size)
-    if dev.type == "cpu":
-        check_fits(inference_bytes(dmnn, (size, size), batch) * 3,  # three outputs alive
-                   f"bench at {size} px, batch {batch}", "lower --input-size or --batch")
-    x = torch.randn(batch, dmnn.in_chans, size, size, generator=torch.Generator().manual_seed(
-        seed)).to(dev).contiguous(memory_format=layout)
 
     def twin() -> torch.Tensor:
         with without_controllers(dmnn):

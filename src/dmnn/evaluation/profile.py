@@ -40,10 +40,7 @@ from ..network.block import GatedBlock
 from ..network.dynamic_net import DynamicNet
 from ..network.executor import executor
 from ..network.latency_table import FORMAT, LatencyTable, path_patterns, pattern_key
-from ..network.memory import check_fits, inference_bytes
-from ..registry import create_model
-from ..train.device import pick_device
-from .latency import check_bench_args, median_ms, static_backbone_for, timed_round
+from .latency import check_bench_args, median_ms, timed_round, timing_setup
 
 RATES = (0.25, 0.5, 0.75)
 MAX_ENUMERATED = 3
@@ -151,21 +148,11 @@ def profile_model(
     check_bench_args(name, 0.5, batch, input_size)
     check_int("repeats", repeats, 1)
     check_int("warmup", warmup, 0)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    dev = pick_device(device)
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = create_model(name, **(model_kwargs or {})).eval().to(dev, memory_format=layout)
-    static = static_backbone_for(name, model_kwargs).eval().to(dev, memory_format=layout)
-    size = input_size or model.default_input_size
-    model.macs_table(size)  # an input the model cannot take fails here
-    if dev.type == "cpu":
-        check_fits(inference_bytes(model, (size, size), batch) * 2,
-                   f"profile at {size} px, batch {batch}", "lower --input-size or --batch")
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, model.in_chans, size, size, generator=g).to(dev).contiguous(
-        memory_format=layout)
+    setup = timing_setup(name, model_kwargs, batch=batch, input_size=input_size, device=device,
+                         threads=threads, channels_last=channels_last, seed=seed,
+                         what="profile", outputs_alive=2)
+    model, static, dev, sync, size, x = (setup.model, setup.static, setup.device, setup.sync,
+                                         setup.size, setup.x)
     say = progress or (lambda _: None)
     run_stem = executor().run_folded if model.folds() else (lambda m, t: m(t))
     with torch.inference_mode():
