@@ -140,16 +140,9 @@ def test_cifar10_and_cifar100_bundles(tmp_path: Path) -> None:
     assert b100.category_map.names[3] == "c3"
 
 
-def test_same_interface_for_every_dataset(tmp_path: Path) -> None:
+def test_same_interface_for_every_dataset(tmp_path: Path, image_folder) -> None:
     write_cifar(tmp_path / "c10", "cifar10")
-    root = tmp_path / "imgs"
-    from PIL import Image
-
-    for split in ("train", "val"):
-        for cls in ("a", "b"):
-            (root / split / cls).mkdir(parents=True)
-            for i in range(3):
-                Image.new("RGB", (10, 12), (40 * i, 0, 0)).save(root / split / cls / f"{i}.png")
+    root = image_folder("imgs", classes=("a", "b"), per_class=3, size=(10, 12))
     bundles = [
         load_dataset("digits", None, batch_size=64),
         load_dataset("cifar10", tmp_path / "c10", batch_size=8),

@@ -154,13 +154,9 @@ def test_tensor_files_honour_the_umask_like_their_json(tmp_path):
     assert modes == {0o644}
 
 
-def test_a_bad_val_image_loses_no_epoch(tmp_path):
-    root = tmp_path / "data"
-    for split in ("train", "val"):
-        for c, colour in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
-            (root / split / c).mkdir(parents=True)
-            for i in range(4):
-                Image.new("RGB", (24, 24), colour).save(root / split / c / f"{i}.png")
+def test_a_bad_val_image_loses_no_epoch(tmp_path, image_folder):
+    root = image_folder("data", per_class=4, size=(24, 24),
+                        colour=lambda c, i: ((255, 0, 0), (0, 0, 255))[c])
     bad = root / "val" / "dog" / "3.png"
     bad.write_bytes(b"not a png")
     out = tmp_path / "run"
@@ -176,12 +172,9 @@ def test_a_bad_val_image_loses_no_epoch(tmp_path):
     assert json.loads((out / "last.json").read_text())["extra"]["input_size"] == 32  # resnet20's
 
 
-def test_small_imagefolder_images_are_served_at_the_models_size_and_memory_is_checked(tmp_path):
-    root = tmp_path / "data"
-    for split in ("train", "val"):
-        for c in ("cat", "dog"):
-            (root / split / c).mkdir(parents=True)
-            Image.new("RGB", (32, 32), (9, 9, 9)).save(root / split / c / "0.png")
+def test_small_imagefolder_images_are_served_at_the_models_size_and_memory_is_checked(
+        tmp_path, image_folder):
+    root = image_folder("data", per_class=1, size=(32, 32), colour=lambda c, i: (9, 9, 9))
     out = tmp_path / "run"
     args = ["train", "--model", "dmnn_resnet20", "--dataset", "imagefolder", "--data-dir",
             str(root), "--epochs", "1", "--no-progress", "--out", str(out)]
@@ -189,15 +182,13 @@ def test_small_imagefolder_images_are_served_at_the_models_size_and_memory_is_ch
                                  "--eval-batch-size", "1000000"])
     assert result.exit_code == 2 and "GiB of memory" in result.stderr, result.output
     assert not out.exists(), "nothing may be written on bad input"
-    one = tmp_path / "one"
-    for split in ("train", "val"):
-        (one / split / "cat").mkdir(parents=True)
-        Image.new("RGB", (32, 32)).save(one / split / "cat" / "0.png")
+    one = image_folder("one", classes=("cat",), per_class=1, size=(32, 32),
+                       colour=lambda c, i: (0, 0, 0))
     result = runner.invoke(app, [*args[:6], str(one), *args[7:]])
     assert result.exit_code == 2 and "at least 2 classes" in result.stderr, result.output
 
 
-def test_a_static_model_trains_when_the_default_grouping_does_not_fit(tmp_path):
+def test_a_static_model_trains_when_the_default_grouping_does_not_fit(tmp_path, image_folder):
     import pickle
 
     import numpy as np
@@ -304,18 +295,13 @@ def test_ctrl_c_anywhere_is_exit_130_and_one_line(tmp_path, monkeypatch):
     shutil.rmtree(tmp_path / "c")
 
 
-def test_a_data_error_from_a_loader_worker_keeps_our_message(tmp_path):
+def test_a_data_error_from_a_loader_worker_keeps_our_message(image_folder):
     """A worker re-raises exceptions as text; ours travel as a typed record instead, so the
     main process raises the worker's DataError with its own one-line message, unparsed."""
     from dmnn.data import load_dataset
     from dmnn.errors import DataError
 
-    root = tmp_path / "d"
-    for split in ("train", "val"):
-        for name in ("cat", "dog"):
-            (root / split / name).mkdir(parents=True)
-            for i in range(2):
-                Image.new("RGB", (20, 20), (40 * i, 0, 0)).save(root / split / name / f"{i}.png")
+    root = image_folder("d")
     bad = root / "val" / "dog" / "1.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     data = load_dataset("imagefolder", root, categories="none", batch_size=2,
