@@ -106,6 +106,25 @@ def test_one_certain_pattern_for_every_image_prices_as_its_prediction():
         table.predict_ms([gates[:3], None]))
 
 
+def test_the_rows_gradient_keeps_the_value_and_turning_a_gate_off_always_saves():
+    # calls dominate: a new pattern's first rows cost its whole call, so from all on the exact
+    # expectation rises when any gate starts to turn off (its gradient holds the gates on)
+    block = {"num_sub_blocks": 2, "gated": True, "base_ms": 0.1, "patterns": {
+        key: {"call_ms": 5.0, "row_ms": 0.01} for key in ("0", "1", "0,1")}}
+    table = LatencyTable({"format": FORMAT, "model": "m", "batch": 8, "input_size": 8,
+                          "stem_ms": 0.0, "head_ms": 0.0, "static_ms": 10.0, "blocks": [block]})
+    grads = {}
+    for mode in ("exact", "rows"):
+        p = torch.full((16, 2), 0.999, dtype=torch.float64, requires_grad=True)
+        value = table.expected_ms([p], gradient=mode)
+        value.backward()
+        grads[mode] = (value.item(), p.grad.sum().item())
+    assert grads["exact"][0] == pytest.approx(grads["rows"][0])  # the same value
+    assert grads["exact"][1] < 0 < grads["rows"][1]  # on lowers it (exact); off lowers it (rows)
+    with pytest.raises(ValueError, match="exact or rows"):
+        table.expected_ms([p], gradient="mean")
+
+
 def dmnn_routing(batch: int = 4):
     model = create_model("dmnn_resnet20", num_sub_blocks=2).train()
     x = torch.randn(batch, 3, 32, 32)

@@ -14,7 +14,9 @@ not given now are kept, so a table outlives the run folders):
   image trained a random subnetwork (as with heavy stochastic depth).
 * patterns: distinct on/off patterns over the test images, and the share of images that take the
   most common one (1.0: routing is static in effect).
-* per-sub-block rates by block.
+* per-sub-block rates by block;
+* patterns ≥ 5 %: how many patterns at least 5 % of the test images take (#32's per-image goal:
+  at least 4), and the shares of the five most common (the pattern histogram's head).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def inspect(run: Path) -> dict[str, object]:
         "run": run.name, "model": meta["model"], "median": float(m.median()),
         "share_below_1": float((m < 1).float().mean()), "patterns": len(patterns),
         "top_share": top, "rates": rate,
+        "histogram": [count / seen for _, count in patterns.most_common(5)],
+        "common": sum(count / seen >= 0.05 for count in patterns.values()),
         "first sub-block only": None,  # N ≠ 2: replaced below where it applies
         **{k: 100 * v / seen for k, v in correct.items()},
     }
@@ -89,8 +93,8 @@ def main(dest: str, *runs: str) -> None:
         "checkpoint.", "",
         "| run | median \\|margin\\| | margins < 1 | patterns | top pattern's share "
         "| top-1 own gates % | all on % | first sub-block only % "
-        "| rates per block (sub-block 1/2) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| rates per block (sub-block 1/2) | patterns ≥ 5 % | 5 most common patterns' shares |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     new = {}
     for r in rows:
@@ -99,7 +103,8 @@ def main(dest: str, *runs: str) -> None:
         new[r["run"]] = (
             f"| {r['run']} | {r['median']:.2f} | {r['share_below_1']:.2f} | {r['patterns']} | "
             f"{r['top_share']:.2f} | {r['own gates']:.2f} | {r['all on']:.2f} | "
-            f"{first} | {rates} |")
+            f"{first} | {rates} | {r['common']} | "
+            f"{' '.join(f'{v:.3f}' for v in r['histogram'])} |")
     kept = {}  # DEST's rows of runs not inspected now (their folders may be gone): kept
     if Path(dest).is_file():
         for line in Path(dest).read_text().splitlines()[len(lines):]:

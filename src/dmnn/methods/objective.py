@@ -52,6 +52,10 @@ class LossConfig:
         "price of --budget latency, and with --budget macs a predicted latency ratio reported "
         "beside the MACs ratio. Default with --budget latency: profiled at the start on "
         "--device at --latency-batch."))
+    latency_gradient: str = option("rows", choices=("rows", "exact"), help=(
+        "--budget latency: rows (default): the expected latency's value with the gradient of "
+        "its per-row part, which every gate turned off lowers | exact: the whole expectation's "
+        "gradient, whose per-call part can hold gates on where calls dominate."))
     latency_batch: int | None = option(None, min=1, help=(
         "The batch size the latency is budgeted for (the table's; default: the table's "
         "batch, or 32 when profiled at the start)."))
@@ -119,11 +123,11 @@ class LatencyBudget:
 
     name = "latency"
 
-    def __init__(self, table: LatencyTable) -> None:
-        self.table = table
+    def __init__(self, table: LatencyTable, gradient: str = "rows") -> None:
+        self.table, self.gradient = table, gradient
 
     def fraction(self, routing: Routing, scope: str = "network") -> Tensor:
-        return self.table.expected_fraction(budget_probs(routing)).float()
+        return self.table.expected_fraction(budget_probs(routing), self.gradient).float()
 
 
 Budget = MacsBudget | LatencyBudget

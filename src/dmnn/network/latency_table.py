@@ -208,15 +208,24 @@ class LatencyTable:
                   for s in range(0, rows - b + 1, b)]
         return sum(self.predict_ms(c) for c in chunks) / len(chunks) / self.static_ms
 
-    def expected_ms(self, probs: Sequence[Tensor | None]) -> Tensor:
+    def expected_ms(self, probs: Sequence[Tensor | None], gradient: str = "exact") -> Tensor:
         """Expected forward milliseconds of a batch of ``batch`` images under per-image
         on-probabilities (one (B', N) tensor per block, None for an ungated one; B' any
-        training batch); differentiable in ``probs`` (the module docstring's formula)."""
+        training batch); differentiable in ``probs`` (the module docstring's formula).
+
+        ``gradient="rows"``: the same value, with the gradient of its per-row part alone,
+        Σ_S row_S · E[k_S]. Why: the per-call part P(k_S > 0) · call_S is concave in q_S (a
+        pattern's first rows cost its whole call), so where calls dominate (small images,
+        small batches) the exact gradient at all-on points further on and descent never
+        leaves it; the per-row part is linear, so every gate turned off is a saving."""
         if len(probs) != len(self.blocks):
             raise UsageError(f"{len(probs)} gate tensors for a table of {len(self.blocks)} "
                              "blocks")
+        if gradient not in ("exact", "rows"):
+            raise UsageError(f"gradient must be exact or rows, got {gradient!r}")
         b = float(self.batch)
         terms: list[Tensor] = []
+        linear: list[Tensor] = []
         for entry, p in zip(self.blocks, probs, strict=True):
             if p is None:
                 continue
@@ -231,13 +240,20 @@ class LatencyTable:
             rows = b * q / occurs.clamp_min(1e-12)  # E[k_S | k_S > 0]
             rows = torch.where(occurs > 1e-12, rows, torch.ones_like(rows))
             for j, on in enumerate(keys):
-                inc = sum(increment_tensor(c, rows[j]) for c in self._pattern_cost(entry, on))
+                costs = self._pattern_cost(entry, on)
+                inc = sum(increment_tensor(c, rows[j]) for c in costs)
                 terms.append(occurs[j] * inc)
+                linear.append(b * q[j] * sum(c["row_ms"] for c in costs))
         fixed = torch.tensor(self.fixed_ms, dtype=torch.float64)
         if not terms:
             return fixed
-        return fixed.to(terms[0].device) + torch.stack(terms).sum()
+        value = fixed.to(terms[0].device) + torch.stack(terms).sum()
+        if gradient == "exact":
+            return value
+        rows_part = torch.stack(linear).sum()
+        return value.detach() + (rows_part - rows_part.detach())
 
-    def expected_fraction(self, probs: Sequence[Tensor | None]) -> Tensor:
+    def expected_fraction(self, probs: Sequence[Tensor | None],
+                          gradient: str = "exact") -> Tensor:
         """:meth:`expected_ms` ÷ the static backbone's measured time."""
-        return self.expected_ms(probs) / self.static_ms
+        return self.expected_ms(probs, gradient) / self.static_ms

@@ -98,5 +98,5 @@ def budget_of(cfg: TrainConfig, table: LatencyTable | None) -> Budget:
     """What the resource loss measures: the expected latency with ``--budget latency``."""
     if cfg.loss.budget == "latency":
         assert table is not None, "resolve_latency gives a --budget latency run its table"
-        return LatencyBudget(table)
+        return LatencyBudget(table, cfg.loss.latency_gradient)
     return MacsBudget()
