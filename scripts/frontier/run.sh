@@ -152,6 +152,7 @@ PLAN
 latency() {  # #33: the latency budget at the twin-half's latency and one level lower
   local t=$GROUP/tables lat="--budget latency --latency-batch 32"
   cat <<PLAN
+dmnn_lat${LAT_TWIN}_exact $D $lat --latency-table $t/dmnn_resnet20.json --target-rate $LAT_TWIN --latency-gradient exact
 dmnn_lat${LAT_TWIN} $D $lat --latency-table $t/dmnn_resnet20.json --target-rate $LAT_TWIN
 aig_lat${LAT_TWIN} $A $lat --latency-table $t/aig_resnet20.json --target-rate $LAT_TWIN
 dmnn_lat${LAT_LOW} $D $lat --latency-table $t/dmnn_resnet20.json --target-rate $LAT_LOW
