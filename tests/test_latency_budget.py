@@ -97,6 +97,16 @@ def test_expected_latency_is_exact_at_batch_one_and_close_with_piecewise_costs()
     assert got == pytest.approx(exact, rel=0.03)
 
 
+def test_the_reported_ratio_averages_whole_batches_of_the_tables_size():
+    table = small_table(2)
+    rows = torch.tensor([[1, 0], [1, 1], [0, 0], [0, 1], [1, 1]], dtype=torch.uint8)
+    first, second = table.predict_ms([rows[:2], None]), table.predict_ms([rows[2:4], None])
+    # batches of 2 in the split's order; the fifth row, no whole batch, is left out
+    assert table.predicted_ratio([rows, None]) == pytest.approx((first + second) / 2 / 10.0)
+    assert table.predicted_ratio([rows[:1], None]) == pytest.approx(
+        table.predict_ms([rows[:1], None]) / 10.0)  # fewer rows than a batch: all of them
+
+
 def test_one_certain_pattern_for_every_image_prices_as_its_prediction():
     # a deployed batch redraws its rows from the training batch's mix of patterns, so only
     # one pattern for every image is certain to come back as the same batch
