@@ -36,13 +36,14 @@ def resolve_latency(
     ``--budget latency``) profiled now on ``device``; None without either. Checked against the
     run's model, input size and ``--latency-batch``, and against the target."""
     loss = cfg.loss
+    if loss.budget == "latency":
+        check_budget_fits(cfg)
     saved = run_table_path(out)
     if resume and saved.is_file():
         table = LatencyTable.from_file(saved, "the run's latency table")
     elif loss.latency_table is not None:
         table = LatencyTable.from_file(loss.latency_table)
     elif loss.budget == "latency":
-        check_budget_fits(cfg)
         if distributed:
             raise UsageError("--budget latency under torchrun needs --latency-table FILE (each "
                              "process would measure its own prices): profile first with "
@@ -52,7 +53,6 @@ def resolve_latency(
         return None
     table.check_for(cfg.model, model, input_size, loss.latency_batch)
     if loss.budget == "latency":
-        check_budget_fits(cfg)
         floor = table.minimum_fraction
         if floor >= 1:
             raise UsageError(
