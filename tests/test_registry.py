@@ -3,8 +3,8 @@ import pytest
 import dmnn
 
 EXPECTED = {
-    "resnet20", "resnet32", "resnet56", "resnet110", "resnet50_cifar", "resnet50", "resnet101",
-    "mobilenetv2", "mobilenetv2_140",
+    "resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "resnet110", "resnet50_cifar",
+    "resnet50", "resnet101", "mobilenetv2", "mobilenetv2_140",
 }
 
 

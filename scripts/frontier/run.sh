@@ -17,7 +17,9 @@
 # PART=latency (#33): DMNN and AIG trained with --budget latency against a table profiled here
 # once (batch 32, one thread, $GROUP/tables/), at the static twin-half's measured latency ratio
 # (LAT_TWIN, 0.75 by default: README's 0.751 at batch 32) and at one lower level (LAT_LOW), in
-# frontier-$STAGE-latency and results/frontier/$STAGE-latency.
+# frontier-$STAGE-latency and results/frontier/$STAGE-latency; with the static networks that the
+# frontier study lacks at those latencies (shallower ResNets, the twin with 3 of 4 sub-blocks), to
+# be timed in one loop with it (scripts/frontier/latency.py).
 # DEVICE=cuda trains on a GPU (data on the device, JOBS=8 by default) into frontier-$STAGE-cuda
 # and results/frontier/$STAGE-cuda: GPU runs are kept apart from the CPU ones, never mixed in a
 # table. DMNN="python3 -m dmnn" where the entry point is not installed (scripts/frontier/device.sh).
@@ -157,6 +159,9 @@ dmnn_lat${LAT_TWIN} $D $lat --latency-table $t/dmnn_resnet20.json --target-rate 
 aig_lat${LAT_TWIN} $A $lat --latency-table $t/aig_resnet20.json --target-rate $LAT_TWIN
 dmnn_lat${LAT_LOW} $D $lat --latency-table $t/dmnn_resnet20.json --target-rate $LAT_LOW
 aig_lat${LAT_LOW} $A $lat --latency-table $t/aig_resnet20.json --target-rate $LAT_LOW
+resnet14 --model resnet14
+resnet8 --model resnet8
+twin_k3of4 --model twin_resnet20 --sub-blocks 4 --keep-sub-blocks 3
 PLAN
 }
 plan() {

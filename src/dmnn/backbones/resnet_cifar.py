@@ -69,5 +69,5 @@ BACKBONES = [
         f"CIFAR ResNet-{depth} (basic blocks, widths 16-32-64, option-A shortcuts, 32×32 input).",
         input_size=32,
     )
-    for depth in (20, 32, 56, 110)
+    for depth in (8, 14, 20, 32, 56, 110)
 ]
