@@ -86,6 +86,22 @@ def test_expected_latency_equals_brute_force_enumeration_with_linear_costs(batch
     assert table.expected_fraction([probs, None]).item() == pytest.approx(got / 10.0)
 
 
+@pytest.mark.parametrize("batch", [2, 3])
+def test_whole_batch_shared_work_and_scale_keep_the_expectation_exact(batch):
+    # the profile's three corrections (a pattern on every row runs ungathered, a block's shared
+    # work is paid once, one scale on every price) against the same enumeration
+    probs = torch.tensor([[0.9, 0.2], [0.3, 0.6], [0.95, 0.9]], dtype=torch.float64)
+    table = small_table(batch)
+    table.data["scale"] = 1.25
+    block = table.data["blocks"][0]
+    block["shared_ms"] = 0.2
+    for c in block["patterns"].values():
+        c["full_ms"] = c["call_ms"] + c["row_ms"] * batch - 0.3
+    got = table.expected_ms([probs, None]).item()
+    assert got == pytest.approx(brute_force_ms(table, probs), rel=1e-9)
+    assert got != pytest.approx(small_table(batch).expected_ms([probs, None]).item(), rel=1e-3)
+
+
 def test_expected_latency_is_exact_at_batch_one_and_close_with_piecewise_costs():
     probs = torch.tensor([[0.9, 0.2], [0.3, 0.6], [0.5, 0.5]], dtype=torch.float64)
     one = small_table(1, points=True)

@@ -39,6 +39,25 @@ def test_prediction_is_the_sum_of_the_parts_by_hand():
         predict(hand_table(), [g0, g1])
 
 
+def test_a_whole_batch_shared_work_and_the_scale_are_priced_by_hand():
+    # a table of batch 4: pattern 0 on all 4 rows runs ungathered (its full_ms); two patterns in
+    # one block pay the block's shared work once, not twice; the scale multiplies every price
+    table = hand_table() | {"batch": 4, "scale": 1.5, "overhead_ms": 0.0}
+    table["blocks"] = [dict(b) for b in table["blocks"]]
+    table["blocks"][0]["patterns"] = {k: dict(c, full_ms=2.25)
+                                      for k, c in table["blocks"][0]["patterns"].items()}
+    table["blocks"][1]["shared_ms"] = 0.75
+    whole = torch.tensor([[1.0, 0.0]] * 4)  # block 0: pattern 0 on every row
+    two = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.0, 0.0]])  # block 1: 0 and 1
+    expected = 1.5 * (2.0 + 1.0 + 0.5 + 2.25 + 0.5 + (1.0 + 0.5 * 1) + (2.0 + 0.25 * 2) - 0.75
+                      + 4.0)
+    assert predict(table, [whole, two, None]) == pytest.approx(expected)
+    # three rows of a batch-4 table are not a whole batch: priced as three gathered rows
+    assert predict(table, [whole[:3], two[:3], None]) == pytest.approx(
+        1.5 * (2.0 + 1.0 + 0.5 + (1.0 + 0.5 * 3) + 0.5 + (1.0 + 0.5) + (2.0 + 0.25 * 2) - 0.75
+               + 4.0))
+
+
 def test_a_pattern_cost_is_piecewise_linear_through_its_measured_points():
     from dmnn.evaluation.profile import row_counts
     from dmnn.network.latency_table import increment
@@ -69,13 +88,15 @@ def test_a_profile_has_every_part_and_checks_itself():
     assert len(table["blocks"]) == 9
     assert all(set(b["patterns"]) == {"0", "1", "0,1"} for b in table["blocks"])
     assert all(c["row_ms"] >= 0 for b in table["blocks"] for c in b["patterns"].values())
+    assert all("full_ms" in c for b in table["blocks"] for c in b["patterns"].values())
+    assert all(b["shared_ms"] >= 0 for b in table["blocks"]) and table["scale"] > 0
     row = table["check"]["rows"][0]
     assert row["rate"] == 0.5 and row["measured_ms"] > 0  # (a prediction's sign is timing)
     assert row["error"] == pytest.approx((row["predicted_ms"] - row["measured_ms"])
                                          / row["measured_ms"])
     assert table["check"]["median_abs_error"] == abs(row["error"])
     assert table["static_ms"] > 0 and table["stem_ms"] > 0 and table["static_spread"] >= 0
-    # the overhead makes the table reproduce the all-on forward exactly, by construction
+    # the scale makes the table reproduce the all-on forward exactly, by construction
     on = [torch.ones(4, 2) for _ in range(9)]
     assert predict(table, on) == pytest.approx(table["all_on_ms"])
     json.dumps(table)  # plain numbers only

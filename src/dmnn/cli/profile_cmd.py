@@ -61,6 +61,7 @@ def profile_cmd(
                f"head {table['head_ms']:.3f} ({table['head_ms'] / static:.3f})")
     for b in table["blocks"]:
         costs = "  ".join(f"[{k}] {c['call_ms']:.3f}+{c['row_ms']:.4f}/row"
+                          + (f" (all {c['full_ms']:.3f})" if "full_ms" in c else "")
                           for k, c in b["patterns"].items())
         typer.echo(f"  block {b['index']:2d}  controller {b['controller_ms']:.3f}  "
                    f"all off {b['base_ms']:.3f}  {costs}")

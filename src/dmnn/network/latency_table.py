@@ -1,9 +1,13 @@
 """A measured latency table (``dmnn profile``) as a cost model, beside the MACs table.
 
 The table (format ``dmnn-latency/1``, written by :mod:`dmnn.evaluation.profile`) prices one
-forward of a batch of ``batch`` images: stem, head, an ``overhead`` term and, per block, its
+forward of a batch of ``batch`` images: stem, head and, per block, its
 all-off cost ``base`` plus, for every gate pattern p that occurs in the batch, what p's k rows
-add, ``inc_{l,p}(k)`` (piecewise linear through measured points). Two uses:
+add, ``inc_{l,p}(k)`` (piecewise linear through measured points), all times ``scale`` (the
+whole all-on forward ÷ the sum of its parts; older tables add an ``overhead`` instead), except
+when p has all ``batch`` rows: then nothing is gathered or scattered and p costs its measured
+``full_ms``; a block that runs m > 1 patterns pays its ``shared_ms`` once, not m times (older
+tables lack both keys and price without them). Two uses:
 
 * :meth:`LatencyTable.predict_ms`: the predicted time of a batch of executed (0/1) gates: what
   ``dmnn eval`` and gate calibration report as ``latency_ratio`` beside the MACs ratio.
@@ -18,8 +22,10 @@ under data parallelism). Pattern S's row count k_S is then Binomial(B, q_S), and
 
     E[inc_S(k_S)] ≈ P(k_S > 0) · inc_S(E[k_S] / P(k_S > 0)),  P(k_S > 0) = 1 − (1 − q_S)^B,
 
-which is exact when inc_S is linear (call·P(k > 0) + row·E[k]) and at B = 1; the test
-against a brute-force enumeration pins it. Patterns not timed (N > 3: the table has single
+which is exact when inc_S is linear (call·P(k > 0) + row·E[k]) and at B = 1; a whole batch of
+S adds P(k_S = B) · (full_S − inc_S(B)) with P(k_S = B) = q_S^B, and the shared term is
+−shared · E[(m − 1)⁺] = −shared · (Σ_S P(k_S > 0) − 1 + q_∅^B). The tests against a
+brute-force enumeration pin all three. Patterns not timed (N > 3: the table has single
 paths) cost the sum of their paths, as :meth:`predict_ms` prices them. Channel-level savings
 (LC-Net's channel saliences) are not in the table: it prices which paths run.
 """
@@ -73,6 +79,12 @@ def increment(cost: dict[str, Any], rows: float) -> float:
         i += 1
     (k0, t0), (k1, t1) = points[i - 1], points[i]
     return t0 + (t1 - t0) * (rows - k0) / (k1 - k0)
+
+
+def whole_batch(cost: dict[str, Any], rows: float) -> float:
+    """What a pattern costs with every one of the table's ``rows`` (= its batch): its measured
+    ``full_ms`` (no gather, no scatter), else :func:`increment` at ``rows``."""
+    return float(cost["full_ms"]) if "full_ms" in cost else increment(cost, rows)
 
 
 def increment_tensor(cost: dict[str, Any], rows: Tensor) -> Tensor:
@@ -140,15 +152,22 @@ class LatencyTable:
         return self.data["blocks"]
 
     @property
+    def scale(self) -> float:
+        """The whole forward ÷ the sum of its parts, fitted on all on (``dmnn profile``): every
+        price is multiplied by it (1 in tables from before it, which add ``overhead_ms``)."""
+        return float(self.data.get("scale", 1.0))
+
+    @property
     def fixed_ms(self) -> float:
-        """What every forward costs whatever the gates: stem, head, overhead, every base."""
+        """What every forward costs whatever the gates, unscaled: stem, head, overhead, every
+        base."""
         return (self.data["stem_ms"] + self.data["head_ms"] + self.data.get("overhead_ms", 0.0)
                 + sum(b["base_ms"] for b in self.blocks))
 
     @property
     def minimum_fraction(self) -> float:
         """Every gated sub-block off, as a fraction of the static backbone."""
-        return self.fixed_ms / self.static_ms
+        return self.scale * self.fixed_ms / self.static_ms
 
     def check_for(self, name: str, model: DynamicNet, input_size: int,
                   batch: int | None = None, option: str = "--latency-table") -> None:
@@ -192,9 +211,12 @@ class LatencyTable:
         for entry, g in zip(self.blocks, gates, strict=True):
             if g is None:
                 continue
-            for on, k in pattern_counts(g).items():
-                total += sum(increment(c, k) for c in self._pattern_cost(entry, on))
-        return total
+            counts = pattern_counts(g)
+            for on, k in counts.items():
+                price = whole_batch if k == g.shape[0] == self.data.get("batch") else increment
+                total += sum(price(c, k) for c in self._pattern_cost(entry, on))
+            total -= max(0, len(counts) - 1) * entry.get("shared_ms", 0.0)
+        return self.scale * total
 
     def predicted_ratio(self, gates: Sequence[Tensor | None]) -> float:
         """The mean predicted time ÷ the static backbone's over consecutive batches of
@@ -202,7 +224,7 @@ class LatencyTable:
         batch; all rows when there is not)."""
         rows = next((g.shape[0] for g in gates if g is not None), 0)
         if rows == 0:
-            return self.fixed_ms / self.static_ms
+            return self.minimum_fraction
         b = min(self.batch, rows)
         chunks = [[None if g is None else g[s:s + b] for g in gates]
                   for s in range(0, rows - b + 1, b)]
@@ -244,13 +266,20 @@ class LatencyTable:
                 inc = sum(increment_tensor(c, rows[j]) for c in costs)
                 terms.append(occurs[j] * inc)
                 linear.append(b * q[j] * sum(c["row_ms"] for c in costs))
-        fixed = torch.tensor(self.fixed_ms, dtype=torch.float64)
+                whole = sum(whole_batch(c, b) - increment(c, b) for c in costs)
+                if whole:  # a batch of S alone skips the gather: P(k_S = B) · the difference
+                    terms.append(q[j] ** b * whole)
+            shared = entry.get("shared_ms", 0.0)
+            if shared:  # paid once per block, not once per pattern: −shared · E[(m − 1)⁺]
+                off = (1 - q.sum()).clamp(0.0, 1.0)  # q_∅
+                terms.append(-shared * (occurs.sum() - 1 + off ** b))
+        fixed = torch.tensor(self.scale * self.fixed_ms, dtype=torch.float64)
         if not terms:
             return fixed
-        value = fixed.to(terms[0].device) + torch.stack(terms).sum()
+        value = fixed.to(terms[0].device) + self.scale * torch.stack(terms).sum()
         if gradient == "exact":
             return value
-        rows_part = torch.stack(linear).sum()
+        rows_part = self.scale * torch.stack(linear).sum()
         return value.detach() + (rows_part - rows_part.detach())
 
     def expected_fraction(self, probs: Sequence[Tensor | None],
