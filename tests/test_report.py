@@ -257,3 +257,37 @@ def test_frontier_latency_figure_puts_only_the_full_width_backbone_at_one(monkey
 
     assert figure.reference(record({})) and figure.reference(record({"width_mult": 1.0}))
     assert not figure.reference(record({"width_mult": 0.5}))
+
+
+def test_report_places_each_run_on_the_static_frontier_at_one_loops_latency(run, tmp_path):
+    # --latency: ratios timed in one loop (hand-made here: timing belongs in benchmarks); the
+    # frontier joins the static runs, and a gated run is read against it at its own latency
+    static = json.loads((run.parent / "static_run" / "metrics.json").read_text())
+    (tmp_path / "static_half.json").write_text(json.dumps(static | {"top1": 0.0625}))
+    top1 = {"static_run": 100 * static["top1"], "static_half": 6.25}
+    assert top1["static_run"] > top1["static_half"]  # both on the frontier
+    timing = {"batch": 2, "threads": 1, "reference": "static_run",
+              "runs": {"static_run": {"latency_ratio": 1.0}, "static_half": {"latency_ratio": 0.5},
+                       "dmnn_run": {"latency_ratio": 0.75, "macs_ratio": 0.6}}}
+    (tmp_path / "lat.json").write_text(json.dumps(timing))
+    out = tmp_path / "rep"
+    result = runner.invoke(app, ["report", str(run), str(run.parent / "static_run"),
+                                 str(tmp_path / "static_half.json"), "--out", str(out),
+                                 "--latency", str(tmp_path / "lat.json")])
+    assert result.exit_code == 0, result.output
+    index = (out / "index.md").read_text()
+    there = (top1["static_run"] + top1["static_half"]) / 2  # halfway in latency
+    dmnn_top1 = 100 * json.loads((run / "metrics.json").read_text())["top1"]
+    assert (f"| dmnn_run | {dmnn_top1:.2f} | 0.600 | 0.750 | {there:.2f} "
+            f"| {dmnn_top1 - there:+.2f} |") in index
+    assert "| static_half | 6.25 |  | 0.500 | static |  |" in index
+    assert "![latency_b2](latency_b2.png)" in index and min(size_of(out / "latency_b2.png")) > 100
+    # bad files: one line, exit 2, nothing written
+    (tmp_path / "bad.json").write_text(json.dumps({"runs": {"x": {}}}))
+    for bad, needle in ((tmp_path / "none.json", "no such file"),
+                        (tmp_path / "bad.json", "not a one-loop timing file")):
+        result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "o"),
+                                     "--latency", str(bad)])
+        assert result.exit_code == 2 and needle in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

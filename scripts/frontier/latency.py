@@ -3,6 +3,8 @@
     python scripts/frontier/latency.py DEST RUNS_DIR [--batch 32] [--repeats 30] [--threads 2]
         [--reference resnet20] [NAME ...]
     python scripts/frontier/latency.py results/frontier/proxy /root/dmnn-runs/frontier-proxy
+    python scripts/frontier/latency.py results/frontier/proxy-latency RUNS/frontier-proxy-latency \
+        RUNS/frontier-proxy/{resnet20,twin_k1of2,resnet20_w0.5,resnet20_w0.75} dmnn_lat0.75 ...
 
 ``dmnn bench --checkpoint`` times one run against *its own* static backbone, which for a
 width-scaled ResNet is itself; the frontier needs every run against the one network a user
@@ -40,7 +42,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dest", type=Path)
     ap.add_argument("runs", type=Path)
-    ap.add_argument("names", nargs="*", help="run folders in RUNS_DIR (default: every finished)")
+    ap.add_argument("names", nargs="*", help="run folders in RUNS_DIR (default: every finished); "
+                    "a name with a / is a run folder anywhere (runs of other groups, e.g. the "
+                    "static networks of the frontier beside a latency study)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
@@ -48,15 +52,16 @@ def main() -> None:
     ap.add_argument("--reference", default="resnet20")
     args = ap.parse_args()
     names = args.names or sorted(m.parent.name for m in args.runs.glob("*/metrics.json"))
-    if args.reference not in names:
-        names.insert(0, args.reference)
+    folders = {Path(n).name: Path(n) if "/" in n else args.runs / n for n in names}
+    if args.reference not in folders:
+        folders = {args.reference: args.runs / args.reference, **folders}
     torch.set_num_threads(args.threads)
     models, records, images = {}, {}, None
-    for name in names:
-        meta, tensors = read_checkpoint(checkpoint_of(args.runs / name))
+    for name, folder in folders.items():
+        meta, tensors = read_checkpoint(checkpoint_of(folder))
         model, data, _ = load_for_eval(meta, tensors, None, "cpu", source=name)
         model.eval().set_execution("auto")
-        models[name], records[name] = model, read_run(args.runs / name)
+        models[name], records[name] = model, read_run(folder)
         if images is None:
             images = gather_images(data.test, args.batch * (args.warmup + args.repeats))
     assert images is not None

@@ -29,7 +29,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from dmnn.evaluation.figures import pareto
+from dmnn.evaluation.figures import interpolate, pareto
 from dmnn.evaluation.runs import RunRecord, read_run
 from dmnn.train.config import TrainConfig
 
@@ -47,19 +47,6 @@ def as_today(metrics: dict, config: dict) -> tuple[dict, bool]:
         return metrics, False
     return {**metrics, **{k: kept[k] for k in ("top1", "macs_mean", "macs_std") if k in kept},
             "calibrated_top1": metrics["top1"]}, True
-
-
-def interpolate(points: list[tuple[float, float]], x: float, near: float = 0.02) -> float | None:
-    """y of the piecewise-linear curve through ``points`` at ``x``; just outside it (within
-    ``near``) the nearest end's y; None further out."""
-    pts = sorted(points)
-    if not pts:
-        return None
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    end = min(pts, key=lambda p: abs(p[0] - x))
-    return end[1] if abs(end[0] - x) <= near else None
 
 
 def seed_group(name: str) -> str:

@@ -19,12 +19,19 @@ def report_cmd(
         "--data-dir", help="Dataset folder, for the easy/hard images.")] = None,
     allow_mixed: Annotated[bool, typer.Option(
         "--allow-mixed", help="Plot runs of different datasets on one accuracy axis.")] = False,
+    latency: Annotated[Path | None, typer.Option(
+        "--latency", help="latency_bB.json of these runs timed in one loop "
+        "(scripts/frontier/latency.py): accuracy against measured latency, and a table "
+        "against the static frontier there.")] = None,
 ) -> None:
     """Accuracy against MACs and latency, per-image MACs, execution rates per category,
-    easy and hard images, training curves; an index.md that shows them."""
+    easy and hard images, training curves; an index.md that shows them.
+
+    Example: dmnn report runs/* --out report --latency results/frontier/proxy/latency_b32.json"""
     from ..evaluation.report import build_report
 
-    report = build_report(paths, out, fmt=fmt, data_dir=data_dir, allow_mixed=allow_mixed)
+    report = build_report(paths, out, fmt=fmt, data_dir=data_dir, allow_mixed=allow_mixed,
+                          latency=latency)
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)
     for skipped in report.skipped:

@@ -50,6 +50,20 @@ def pareto(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     return kept
 
 
+def interpolate(points: Sequence[tuple[float, float]], x: float, near: float = 0.02
+                ) -> float | None:
+    """y of the piecewise-linear curve through ``points`` at ``x`` (the static frontier's top-1
+    at a run's cost); just outside it (within ``near``) the nearest end's y; None further out."""
+    pts = sorted(points)
+    if not pts:
+        return None
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    end = min(pts, key=lambda p: abs(p[0] - x))
+    return end[1] if abs(end[0] - x) <= near else None
+
+
 def frontier(runs: Sequence[RunRecord], path: Path, fmt: str = "png") -> dict[str, Any]:
     """Top-1 against mean MACs, one marker per method, static runs joined as the frontier; a
     second panel against measured latency when bench JSONs are there (Fig. 4). Every ungated run

@@ -5,10 +5,17 @@ where bench JSONs sit beside it) for all runs together; per run, the per-image M
 and the easy/hard images (need ``dmnn eval``'s per-sample records; the images also the dataset),
 the execution-rate heatmap, and the training curves (need ``metrics.jsonl``). What cannot be
 drawn is listed as skipped, with the reason.
+
+With ``latency=FILE`` (``--latency``: runs timed in one rotated loop against one reference,
+``scripts/frontier/latency.py``'s ``latency_bB.json``) it also draws top-1 against that measured
+latency ratio and tables every timed run against the static frontier at the same latency: a
+bench of each run on its own (``bench_bB.json`` beside it) times it against its *own* backbone,
+at another moment, so only one loop's ratios share an axis.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +36,7 @@ class Report:
     figures: list[tuple[Path, str]] = field(default_factory=list)  # (file, caption)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # markdown lines for index.md
 
 
 def load_runs(paths: Sequence[str | Path], allow_mixed: bool = False) -> list[RunRecord]:
@@ -46,12 +54,30 @@ def load_runs(paths: Sequence[str | Path], allow_mixed: bool = False) -> list[Ru
     return runs
 
 
+def read_latency(path: str | Path) -> dict:
+    """A one-loop timing file (``latency_bB.json``); anything else is a one-line usage error."""
+    p = Path(path)
+    hint = "give the latency_bB.json that scripts/frontier/latency.py writes"
+    if not p.is_file():
+        raise UsageError(f"--latency {p}: no such file; {hint}")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--latency {p} is not readable JSON ({exc}); {hint}") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if (not isinstance(runs, dict) or "batch" not in data or "reference" not in data
+            or not all(isinstance(r, dict) and "latency_ratio" in r for r in runs.values())):
+        raise UsageError(f"--latency {p} is not a one-loop timing file; {hint}")
+    return data
+
+
 def build_report(
     paths: Sequence[str | Path], out: Path, *, fmt: str = "png", data_dir: str | None = None,
-    allow_mixed: bool = False,
+    allow_mixed: bool = False, latency: str | Path | None = None,
 ) -> Report:
     """Write every figure the runs allow into ``out`` and ``out/index.md`` (written last)."""
     check_choice("--format", fmt, FORMATS)
+    timing = None if latency is None else read_latency(latency)
     check_output(out, "--out", folder=True)
     runs = load_runs(paths, allow_mixed)
     report = Report()
@@ -66,10 +92,45 @@ def build_report(
         latency = " and measured latency (right)" if any(r.bench for r in scored) else ""
         report.figures.append((path, f"Test top-1 against mean MACs per image{latency}, one "
                                      "marker per method; the dashed line joins the static runs."))
+    if timing is not None and scored:
+        _latency_frontier(scored, timing, out, fmt, report)
     for r in runs:
         _per_run(r, out, fmt, data_dir, report)
     _write_index(out, runs, report)
     return report
+
+
+def _latency_frontier(runs: Sequence[RunRecord], timing: dict, out: Path, fmt: str,
+                      report: Report) -> None:
+    """Top-1 against one loop's measured latency ratio, and the table against the static
+    frontier there (the upper envelope of the ungated runs, interpolated)."""
+    timed = {name: row["latency_ratio"] for name, row in timing["runs"].items()}
+    kept = [r for r in runs if r.name in timed]
+    report.skipped += [f"{r.name}: not in the --latency file" for r in runs if r.name not in timed]
+    if not kept:
+        return
+    batch, ref = timing["batch"], timing["reference"]
+    path = out / f"latency_b{batch}.{fmt}"
+    drawn = figures.accuracy_against(
+        kept, {r.name: timed[r.name] for r in kept},
+        f"latency ÷ {ref}, batch {batch}, {timing.get('threads', '?')} threads (one loop)",
+        path, fmt)
+    report.figures.append((path, f"Test top-1 against the latency ratio to `{ref}` measured in "
+                                 f"one rotated loop at batch {batch}; the dashed line joins the "
+                                 "static runs."))
+    static = drawn["static_frontier"]
+    lines = [f"## Against the static frontier at the same measured latency (batch {batch})", "",
+             "| run | top-1 % | MACs ÷ reference | latency ÷ reference | static frontier there "
+             "| Δ top-1 |", "|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(kept, key=lambda r: timed[r.name]):
+        top1, ratio = 100 * r.metrics["top1"], timed[r.name]
+        there = None if r.is_static else figures.interpolate(static, ratio)
+        macs = timing["runs"][r.name].get("macs_ratio")
+        shown = "static" if r.is_static else "–" if there is None else f"{there:.2f}"
+        lines.append(f"| {r.name} | {top1:.2f} | {'' if macs is None else f'{macs:.3f}'} "
+                     f"| {ratio:.3f} | {shown} "
+                     f"| {'' if there is None else f'{top1 - there:+.2f}'} |")
+    report.tables += lines + [""]
 
 
 def _per_run(r: RunRecord, out: Path, fmt: str, data_dir: str | None, report: Report) -> None:
@@ -139,6 +200,7 @@ def _write_index(out: Path, runs: Sequence[RunRecord], report: Report) -> None:
     lines += [f"- {note}" for note in report.notes] + ([""] if report.notes else [])
     for path, caption in report.figures:
         lines += [f"![{path.stem}]({path.name})", "", caption, ""]
+    lines += report.tables
     if report.skipped:
         lines += ["## Skipped", ""] + [f"- {s}" for s in report.skipped] + [""]
     atomic_write_text(out / "index.md", "\n".join(lines))
