@@ -4,7 +4,7 @@
         [--reference resnet20] [NAME ...]
     python scripts/frontier/latency.py results/frontier/proxy /root/dmnn-runs/frontier-proxy
     python scripts/frontier/latency.py results/frontier/proxy-latency RUNS/frontier-proxy-latency \
-        RUNS/frontier-proxy/{resnet20,twin_k1of2,resnet20_w0.5,resnet20_w0.75} dmnn_lat0.75 ...
+        results/frontier/proxy/{resnet20,twin_k1of2,resnet20_w0.5}.json dmnn_lat0.75 ...
 
 ``dmnn bench --checkpoint`` times one run against *its own* static backbone, which for a
 width-scaled ResNet is itself; the frontier needs every run against the one network a user
@@ -30,12 +30,29 @@ from dmnn.evaluation.latency import median_ms, paired_ratio, timed_round
 from dmnn.evaluation.latency_trained import gather_images
 from dmnn.evaluation.restore import load_for_eval
 from dmnn.evaluation.runs import read_run
+from dmnn.registry import create_model
 from dmnn.train.checkpoint import read_checkpoint
+from dmnn.train.config import TrainConfig
+from dmnn.train.data import load_run_data
+from dmnn.train.engine import model_kwargs
 
 
 def checkpoint_of(run: Path) -> Path:
     calibrated = run / "calibrated.json"
     return calibrated if calibrated.is_file() else run / "last.json"
+
+
+def static_from_results(path: Path):
+    """A static network rebuilt from a results copy's config (``table.py`` writes them), with
+    fresh weights: an ungated network's time does not depend on its weights, so the copy of a
+    run whose folder is gone still places it. Gated runs need their checkpoint (their gates
+    decide what runs)."""
+    record = read_run(path)
+    if not record.is_static:
+        raise SystemExit(f"error: {path} is a gated run: time it from its run folder")
+    cfg = TrainConfig.from_dict(record.config, saved=True)
+    data = load_run_data(cfg)
+    return create_model(cfg.model, **model_kwargs(cfg, data)), data
 
 
 def main() -> None:
@@ -44,7 +61,8 @@ def main() -> None:
     ap.add_argument("runs", type=Path)
     ap.add_argument("names", nargs="*", help="run folders in RUNS_DIR (default: every finished); "
                     "a name with a / is a run folder anywhere (runs of other groups, e.g. the "
-                    "static networks of the frontier beside a latency study)")
+                    "static networks of the frontier beside a latency study), or a static "
+                    "run's results copy (NAME.json)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
@@ -52,14 +70,18 @@ def main() -> None:
     ap.add_argument("--reference", default="resnet20")
     args = ap.parse_args()
     names = args.names or sorted(m.parent.name for m in args.runs.glob("*/metrics.json"))
-    folders = {Path(n).name: Path(n) if "/" in n else args.runs / n for n in names}
+    folders = {Path(n).name.removesuffix(".json"): Path(n) if "/" in n else args.runs / n
+               for n in names}
     if args.reference not in folders:
         folders = {args.reference: args.runs / args.reference, **folders}
     torch.set_num_threads(args.threads)
     models, records, images = {}, {}, None
     for name, folder in folders.items():
-        meta, tensors = read_checkpoint(checkpoint_of(folder))
-        model, data, _ = load_for_eval(meta, tensors, None, "cpu", source=name)
+        if folder.suffix == ".json":  # a static run whose folder is gone: its results copy
+            model, data = static_from_results(folder)
+        else:
+            meta, tensors = read_checkpoint(checkpoint_of(folder))
+            model, data, _ = load_for_eval(meta, tensors, None, "cpu", source=name)
         model.eval().set_execution("auto")
         models[name], records[name] = model, read_run(folder)
         if images is None:
