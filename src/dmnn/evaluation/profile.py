@@ -6,9 +6,9 @@ cost with every sub-block off (controller, shortcut and bookkeeping: ``base``) p
 pattern p, what running p's rows adds: ``call`` once per batch in which p occurs (kernel launches,
 gather and scatter set-up) and ``row`` per row, from p on 1 row and on B − 1 rows with the
 other rows off; the ``points`` measured between (B/4, B/2 rows) make it piecewise linear; and
-``full``, p on all B rows, which the executor runs without gathering (priced as inc(B), all-on
-looked dearer than it is, and the all-on fit below then priced every mixed batch
-was predicted 10-25 % short); and ``shared``, what each pattern timed alone paid that a block
+``full``, p on all B rows, which the executor runs without gathering (priced as inc(B), all
+on looked dearer than it is, and the all-on fit below then priced every mixed batch 10-25 %
+short); and ``shared``, what each pattern timed alone paid that a block
 pays once however many patterns it runs (the copy of its output, the first touch of its input
 in cache): every pattern on an equal share of the rows at once, against each alone, per extra
 pattern (:func:`mixed_rows`; without it a mixed N = 2 batch was predicted 15-25 % long).
@@ -20,9 +20,11 @@ with inc_{l,p}(k) ≈ call_{l,p} + row_{l,p} · k (:func:`increment`), full_{l,p
 
 (:func:`predict`), which is how the fused executor splits it: one stack per pattern. Patterns
 are all 2^N − 1 non-empty ones for N ≤ 3; for larger N, the N single-path ones, and a pattern
-costs the sum of its paths (a per-path model, less exact). Each block is timed on the input it
-gets from an all-on forward. ``scale`` is what the parts miss in a whole forward (the
-network's loop, the cache effects of a chain of blocks): the measured all-on forward ÷ the
+costs the sum of its paths (a per-path model, less exact). Each block is timed inside whole
+forwards, every block forced to the same pattern and row count, by hooks before and after it
+(:class:`_BlockClock`: alone, a block paid another cache state than in its network).
+``scale`` is what the parts miss in a whole forward (the network's loop, the cache effects of
+a chain of blocks): the measured all-on forward ÷ the
 sum of its parts, so the table reproduces all-on by construction and the check below tests it
 on other patterns. The table says how well it predicts: the predicted against the
 measured forward for forced random gates at several rates (median and worst relative error).
@@ -35,11 +37,12 @@ Timing belongs here, never in unit tests.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..checks import check_int
 from ..execution.forcing import force_gates
@@ -102,51 +105,77 @@ def _block_inputs(model: DynamicNet, x: Tensor) -> list[tuple[Tensor, Tensor | N
 
 
 def _time(variants: dict[str, Callable[[], Any]], repeats: int, warmup: int,
-          sync: Callable[[], None]) -> dict[str, list[float]]:
-    """Each variant's seconds over ``repeats`` rounds of one rotated loop. Outputs are dropped
-    as they come (a loop of every block's variants would otherwise hold all of them)."""
+          sync: Callable[[], None], clock: _BlockClock | None = None) -> dict[str, list[float]]:
+    """Each variant's seconds over ``repeats`` rounds of one rotated loop (and, with ``clock``,
+    each block's inside it). Outputs are dropped as they come."""
     times: dict[str, list[float]] = {k: [] for k in variants}
-    def dropped(f: Callable[[], Any]) -> Callable[[], None]:
+    record = [False]
+
+    def dropped(name: str, f: Callable[[], Any]) -> Callable[[], None]:
         def run() -> None:
+            if clock is not None:
+                clock.current = name if record[0] else None
             f()
         return run
 
-    dropping = {k: dropped(f) for k, f in variants.items()}
+    dropping = {k: dropped(k, f) for k, f in variants.items()}
     for i in range(warmup + repeats):
-        timed_round(dropping, i, times if i >= warmup else None, sync)
+        record[0] = i >= warmup
+        timed_round(dropping, i, times if record[0] else None, sync)
     return times
 
 
-def _forced(block: GatedBlock, x: Tensor, state: Tensor | None, g: Tensor) -> Callable[[], Any]:
-    def run() -> Any:
-        block.gate_override = lambda i, batch, d: g
-        try:
-            return block(x, state)
-        finally:
-            block.gate_override = None
-    return run
+def _network_variants(model: DynamicNet, batch: int, device: torch.device
+                      ) -> dict[str, list[Tensor]]:
+    """The forced gates of every whole forward the blocks are timed in: every block off; each
+    pattern p on k rows with the rest off, in every block that has p, for k from 1 to B − 1
+    (gather and scatter as in a mixed batch) and on all B rows (no gather); every timed
+    pattern at once on a share of the rows (:func:`mixed_rows`)."""
+    ns = [b.num_sub_blocks for b in model.blocks]
+    keys = {on for n in set(ns) for on in patterns(n)}
+    counts = [str(k) for k in row_counts(batch)] + (["all"] if batch > 1 else [])
 
+    def each(make: Callable[[int], Tensor]) -> list[Tensor]:
+        return [make(n) for n in ns]
 
-def _block_variants(block: GatedBlock, x: Tensor, state: Tensor | None
-                    ) -> dict[str, Callable[[], Any]]:
-    """What one block is timed at: the controller, every sub-block off, and each pattern p on k
-    rows with the rest off, for k from 1 to B − 1 (gather and scatter as in a mixed batch; all B
-    rows of one pattern skip the gather, so they would price rows too cheaply)."""
-    if block.gate is None:
-        return {"block": lambda: block(x, state)}
-    b, n, dev = x.shape[0], block.num_sub_blocks, x.device
-    variants: dict[str, Callable[[], Any]] = {
-        "controller": lambda: block.gate(x, state),
-        "off": _forced(block, x, state, _fixed(b, n, (), 0, dev)),
-    }
-    for on in patterns(n):
-        for k in row_counts(b):
-            variants[f"{pattern_key(on)}@{k}"] = _forced(block, x, state, _fixed(b, n, on, k, dev))
-        if b > 1:  # and on all B rows, which run without gather or scatter
-            variants[f"{pattern_key(on)}@all"] = _forced(block, x, state, _fixed(b, n, on, b, dev))
-    if len(mixed_rows(b, n)) > 1:  # several patterns at once: what they share (mixed_rows)
-        variants["mixed"] = _forced(block, x, state, _mixed(b, n, dev))
+    variants = {"off": each(lambda n: _fixed(batch, n, (), 0, device))}
+    for on in sorted(keys):
+        for k in counts:
+            rows = batch if k == "all" else int(k)
+            variants[f"{pattern_key(on)}@{k}"] = each(
+                lambda n, on=on, rows=rows: _fixed(batch, n, on if on in patterns(n) else (),
+                                                   rows, device))
+    variants["mixed"] = each(lambda n: _mixed(batch, n, device))
     return variants
+
+
+class _BlockClock:
+    """Per-block seconds inside whole forwards (pre- and post-forward hooks on every block):
+    a block timed in its network pays the cache state its neighbours leave, which a block
+    timed alone does not (alone, DMNN-20's first-stage blocks ran at 3.9 or 5.5 ms by process,
+    and a scale fitted on all-on carried the difference to every pattern)."""
+
+    def __init__(self, model: DynamicNet, sync: Callable[[], None]) -> None:
+        self.current: str | None = None
+        self.seconds: dict[tuple[str, int], list[float]] = {}
+        self._start = 0.0
+        self._sync = sync
+        self._hooks = [h for b in model.blocks for h in (
+            b.register_forward_pre_hook(self._enter), b.register_forward_hook(self._leave))]
+
+    def _enter(self, block: nn.Module, args: Any) -> None:
+        self._sync()
+        self._start = time.perf_counter()
+
+    def _leave(self, block: nn.Module, args: Any, out: Any) -> None:
+        self._sync()
+        if self.current is not None:
+            self.seconds.setdefault((self.current, block.index), []).append(
+                time.perf_counter() - self._start)
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
 
 
 def mixed_rows(batch: int, n: int) -> list[tuple[tuple[int, ...], int]]:
@@ -165,12 +194,13 @@ def _mixed(batch: int, n: int, device: torch.device) -> Tensor:
     return g
 
 
-def _block_entry(block: GatedBlock, batch: int, ms: dict[str, float]) -> dict[str, Any]:
-    """One block's table entry from the medians of its variants (:func:`_block_variants`)."""
+def _block_entry(block: GatedBlock, batch: int, ms: dict[str, float],
+                 controller_ms: float) -> dict[str, Any]:
+    """One block's table entry from its medians in the whole forwards (_network_variants)."""
     n = block.num_sub_blocks
     if block.gate is None:
         return {"index": block.index, "num_sub_blocks": n, "gated": False,
-                "controller_ms": 0.0, "base_ms": ms["block"], "patterns": {}}
+                "controller_ms": 0.0, "base_ms": ms["off"], "patterns": {}}
     costs = {}
     for on in patterns(n):
         key = pattern_key(on)
@@ -180,9 +210,9 @@ def _block_entry(block: GatedBlock, batch: int, ms: dict[str, float]) -> dict[st
         costs[key] = {"call_ms": one[1] - row, "row_ms": row, "points": points,
                       "full_ms": ms[f"{key}@all"] - ms["off"] if batch > 1 else points[0][1]}
     entry = {"index": block.index, "num_sub_blocks": n, "gated": True,
-             "controller_ms": ms["controller"], "base_ms": ms["off"], "patterns": costs}
-    if "mixed" in ms:  # each pattern timed alone paid what a block pays once a batch
-        parts = mixed_rows(batch, n)
+             "controller_ms": controller_ms, "base_ms": ms["off"], "patterns": costs}
+    parts = mixed_rows(batch, n)
+    if len(parts) > 1:  # each pattern timed alone paid what a block pays once a batch
         alone = sum(increment(costs[pattern_key(on)], k) for on, k in parts)
         entry["shared_ms"] = max(0.0, (alone - (ms["mixed"] - ms["off"])) / (len(parts) - 1))
     return entry
@@ -224,20 +254,26 @@ def profile_model(
         with force_gates(model, "on"):
             features = model.blocks[-1](*inputs[-1])[0]
         # every part and every whole forward in one rotated loop: a slow phase of a shared
-        # machine then slows them all alike instead of the parts timed in it (which biased the
-        # check by 20-50 % when blocks were timed one after another under load)
+        # machine then slows them all alike (timed one after another under load, the parts and
+        # the check drifted apart by 20-50 %); the blocks are timed inside whole forwards
+        forced = _network_variants(model, batch, dev)
         variants: dict[str, Callable[[], Any]] = {
             "stem": lambda: run_stem(model.stem, x), "head": lambda: model.head(features),
             "static": lambda: static(x), "all_on": _forced_forward(model, x, on),
-            **{f"r{r}": _forced_forward(model, x, p) for r, p in drawn.items()}}
-        for block, (xb, state) in zip(model.blocks, inputs, strict=True):
-            variants.update({f"block{block.index}/{k}": f
-                             for k, f in _block_variants(block, xb, state).items()})
+            **{f"r{r}": _forced_forward(model, x, p) for r, p in drawn.items()},
+            **{f"net/{k}": _forced_forward(model, x, g) for k, g in forced.items()},
+            **{f"controller{b.index}": (lambda b=b, xb=xb, st=st: b.gate(xb, st))
+               for b, (xb, st) in zip(model.blocks, inputs, strict=True) if b.gate is not None}}
         say(f"{len(variants)} variants in one rotated loop, {warmup} + {repeats} rounds")
-        times = _time(variants, repeats, warmup, sync)
+        clock = _BlockClock(model, sync)
+        try:
+            times = _time(variants, repeats, warmup, sync, clock)
+        finally:
+            clock.remove()
         ms = {k: median_ms(v) for k, v in times.items()}
-        blocks = [_block_entry(block, batch, {k.split("/", 1)[1]: v for k, v in ms.items()
-                                              if k.startswith(f"block{block.index}/")})
+        blocks = [_block_entry(block, batch, {k: median_ms(clock.seconds[(f"net/{k}", block.index)])
+                                              for k in forced},
+                               ms.get(f"controller{block.index}", 0.0))
                   for block in model.blocks]
         table: dict[str, Any] = {
             "format": FORMAT, "model": name, "model_kwargs": dict(model_kwargs or {}),
