@@ -18,8 +18,9 @@
 # once (batch 32, one thread, $GROUP/tables/), at the static twin-half's measured latency ratio
 # (LAT_TWIN, 0.75 by default: README's 0.751 at batch 32) and at one lower level (LAT_LOW), in
 # frontier-$STAGE-latency and results/frontier/$STAGE-latency; with the static networks that the
-# frontier study lacks at those latencies (shallower ResNets, the twin with 3 of 4 sub-blocks), to
-# be timed in one loop with it (scripts/frontier/latency.py).
+# frontier study lacks at those latencies (shallower ResNets, the twin with 3 of 4 sub-blocks) and
+# MACs-budget DMNNs (the default recipe), to be timed in one loop with them
+# (scripts/frontier/latency.py).
 # DEVICE=cuda trains on a GPU (data on the device, JOBS=8 by default) into frontier-$STAGE-cuda
 # and results/frontier/$STAGE-cuda: GPU runs are kept apart from the CPU ones, never mixed in a
 # table. DMNN="python3 -m dmnn" where the entry point is not installed (scripts/frontier/device.sh).
@@ -164,6 +165,8 @@ dmnn_lat${LAT_TWIN}_ent0_dual1 $D $lat --latency-table $t/dmnn_resnet20.json --t
 resnet14 --model resnet14
 resnet8 --model resnet8
 twin_k3of4 --model twin_resnet20 --sub-blocks 4 --keep-sub-blocks 3
+dmnn_macs_r0.5 $D --target-rate 0.5
+dmnn_macs_r0.3 $D --target-rate 0.3
 PLAN
 }
 plan() {
