@@ -90,8 +90,20 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             traceback.print_exc()
             fail(f"unexpected {type(err).__name__}: a bug in dmnn, the traceback is above "
                  "(please report it with the command you ran)", 1)
+        finally:
+            _leave_process_group()
 
     return wrapper
+
+
+def _leave_process_group() -> None:
+    """Destroy the torchrun process group a command joined: left to the interpreter's exit, a
+    rank's gloo threads could be torn down while running ("terminate called without an active
+    exception", SIGABRT after `dmnn eval` had finished under torchrun, now and then)."""
+    if "torch.distributed" in sys.modules:
+        from ..distributed.group import shutdown
+
+        shutdown()
 
 
 def print_json(obj: Any) -> None:
