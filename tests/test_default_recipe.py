@@ -53,3 +53,30 @@ def test_other_methods_get_no_dmnn_recipe(model: str):
 
 def test_no_preset_means_no_default_recipe():
     assert resolve_config(None, None, {}).recipe is None
+
+
+def test_under_a_latency_budget_dmnn_defaults_to_lambda_without_gate_entropy():
+    # results/frontier/proxy-latency: with the gate entropy both runs missed their latency
+    # target (the gates saturated first); without it the run held 0.75 (predicted, batch 32)
+    latency = ROOT / "results" / "frontier" / "proxy-latency"
+
+    def run(name: str) -> dict:
+        return json.loads((latency / f"{name}.json").read_text())
+
+    for name in ("dmnn_lat0.75", "dmnn_lat0.65"):
+        entropy = run(name)
+        assert entropy["config"]["gate_entropy"] == 2.0
+        assert abs(entropy["latency_ratio"] - entropy["target_rate"]) > 0.05, name
+    without = run("dmnn_lat0.75_ent0")
+    assert without["config"]["gate_entropy"] == 0.0
+    assert abs(without["latency_ratio"] - without["target_rate"]) < 0.02
+    for preset in PRESETS:
+        cfg = resolve_config(preset, None, {"model": "dmnn_resnet20", "budget": "latency"})
+        assert cfg.recipe == "paper-dual"
+        assert (cfg.options.dual_step, cfg.loss.gate_entropy) == (0.1, 0.0)
+    # the MACs budget keeps its own default, and an explicit recipe still wins
+    assert resolve_config("cpu-fast", None, {"model": "dmnn_resnet20"}).recipe == (
+        "paper-entropy-dual")
+    chosen = resolve_config("cpu-fast", None, {"model": "dmnn_resnet20", "budget": "latency",
+                                               "recipe": "paper-entropy-dual"})
+    assert chosen.loss.gate_entropy == 2.0

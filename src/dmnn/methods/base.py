@@ -195,6 +195,10 @@ class Method:
     doc: ClassVar[str] = ""
     default_recipe: ClassVar[str | None] = None
 
+    def recipe_for(self, budget: str) -> str | None:
+        """The named recipe presets train the method with under ``--budget`` ``budget``."""
+        return self.default_recipe
+
     def model_name(self, backbone: str) -> str:
         """The name of the method's model of ``backbone``."""
         return f"{self.name}_{backbone}"

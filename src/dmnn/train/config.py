@@ -52,6 +52,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # default_recipe, so every preset trains DMNN with it
     "paper-entropy-dual": {"path_balance": 0.0, "dual_step": 0.1, "distill": 0.0,
                            "gate_entropy": 2.0},
+    # eqn 16 plus λ, no gate entropy: DMNN's default under --budget latency, the only recipe
+    # that held its latency target on the proxy (the entropy term saturates the gates before
+    # the latency term moves them: results/frontier/README.md, "Latency budget")
+    "paper-dual": {"path_balance": 0.0, "dual_step": 0.1, "distill": 0.0, "gate_entropy": 0.0},
 }
 """Named recipes for the gated methods: ``--recipe NAME`` sets these over the preset (a config
 file and flags still override them)."""
@@ -339,7 +343,8 @@ def resolve_config(
     *, saved: bool = False,
 ) -> TrainConfig:
     """Defaults < preset (from the argument or the file's ``preset:``) < recipe < file <
-    overrides. With a preset and no recipe, the model's method's ``default_recipe``. A recipe's
+    overrides. With a preset and no recipe, the model's method's recipe for the budget
+    (``Method.recipe_for``: its ``default_recipe``, unless the budget needs another). A recipe's
     option of a method other than the model's is left out; ``saved``: ``file`` is a run's own
     config.yaml (its values are complete, so no default recipe is added)."""
     from_file = load_yaml(file) if file is not None else {}
@@ -354,7 +359,8 @@ def resolve_config(
     model = given.get("model", from_file.get("model", values.get("model", TrainConfig.model)))
     recipe = given.get("recipe", from_file.get("recipe", values.get("recipe")))
     if recipe is None and name is not None and not saved and model in list_models():
-        recipe = method_of(model).default_recipe
+        budget = given.get("budget", from_file.get("budget", values.get("budget", "macs")))
+        recipe = method_of(model).recipe_for(budget)
         if recipe is not None:
             values["recipe"] = recipe
     if recipe is not None and recipe not in RECIPES:
