@@ -163,6 +163,7 @@ aig_lat${LAT_LOW} $A $lat --latency-table $t/aig_resnet20.json --target-rate $LA
 dmnn_lat${LAT_TWIN}_ent0 $D $lat --latency-table $t/dmnn_resnet20.json --target-rate $LAT_TWIN --gate-entropy 0
 dmnn_lat${LAT_TWIN}_ent0_dual1 $D $lat --latency-table $t/dmnn_resnet20.json --target-rate $LAT_TWIN --gate-entropy 0 --dual-step 1
 dmnn_lat${LAT_TWIN}_ramp4 $D $lat --latency-table $t/dmnn_resnet20.json --target-rate $LAT_TWIN --gate-entropy-warmup 4
+dmnn_lat${LAT_LOW}_ent0 $D $lat --latency-table $t/dmnn_resnet20.json --target-rate $LAT_LOW --gate-entropy 0
 resnet14 --model resnet14
 resnet8 --model resnet8
 twin_k3of4 --model twin_resnet20 --sub-blocks 4 --keep-sub-blocks 3
