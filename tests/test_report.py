@@ -174,7 +174,7 @@ def test_frontier_latency_times_every_run_against_one_reference(run, tmp_path):
     assert result["runs"]["dmnn_run"]["macs_ratio"] == pytest.approx(
         metrics["macs_mean"] / static_macs)
     assert "| dmnn_run |" in (tmp_path / "lat" / "latency_b2.md").read_text()
-    assert min(size_of(tmp_path / "figures" / "frontier_latency_b2.png")) > 100
+    assert min(size_of(tmp_path / "lat" / "latency_b2.png")) > 100
 
 
 def test_frontier_table_rebuilds_from_its_copies_once_the_runs_are_gone(run, tmp_path):

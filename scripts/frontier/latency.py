@@ -13,8 +13,9 @@ their ``calibrated`` checkpoint where gate calibration wrote one), and times all
 same real test images in one rotated loop (no run always first or last), each in its default
 eval execution (fused with BN folded for gated models, folded for static ones) with its own
 trained gates. Ratios are paired medians against the reference run (``paired_ratio``). Run on a
-quiet machine. Writes ``DEST/latency_bB.json``, ``DEST/latency_bB.md`` and the figure
-``DEST/../figures/frontier_latency_bB.png`` (top-1 against the latency ratio).
+quiet machine. Writes ``DEST/latency_bB.json``, ``DEST/latency_bB.md`` and the figure (top-1
+against the latency ratio) at ``--figure`` (default ``DEST/latency_bB.png``; it once went beside
+DEST, where a second study's overwrote the first's).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reference", default="resnet20")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="where the figure goes (default: DEST/latency_bB.png)")
     args = ap.parse_args()
     names = args.names or sorted(m.parent.name for m in args.runs.glob("*/metrics.json"))
     folders = {Path(n).name.removesuffix(".json"): Path(n) if "/" in n else args.runs / n
@@ -123,12 +126,11 @@ def main() -> None:
         lines.append(f"| {name} | {100 * r['top1']:.2f} | {r['macs_ratio']:.3f} | {r['ms']:.2f} "
                      f"| {r['latency_ratio']:.3f} | {r['latency_over_macs']:.2f} |")
     (args.dest / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    figures = args.dest.parent / "figures"
-    figures.mkdir(exist_ok=True)
+    figure = args.figure or args.dest / f"{stem}.png"
+    figure.parent.mkdir(parents=True, exist_ok=True)
     accuracy_against(
         list(records.values()), {k: r["latency_ratio"] for k, r in rows.items()},
-        f"latency ÷ static {args.reference}, batch {args.batch} (this CPU, one loop)",
-        figures / f"frontier_latency_b{args.batch}.png")
+        f"latency ÷ static {args.reference}, batch {args.batch} (this CPU, one loop)", figure)
     print("\n".join(lines))
 
 
