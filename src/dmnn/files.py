@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import TrainingError
+from .errors import TrainingError, UsageError
 
 
 @contextmanager
@@ -97,6 +97,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json_input(path: str | Path, option: str, hint: str) -> Any:
+    """The JSON a command-line ``option`` names; a missing or unreadable file is a one-line
+    usage error that ends with ``hint`` (what to give instead)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{option} {p}: no such file; {hint}")
+    try:
+        return json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{option} {p} is not readable JSON ({exc}); {hint}") from None
 
 
 def with_ext(base: str | Path, ext: str) -> Path:

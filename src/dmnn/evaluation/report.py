@@ -15,7 +15,6 @@ at another moment, so only one loop's ratios share an axis.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 
 from ..checks import check_choice, check_output
 from ..errors import DataError, UsageError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, read_json_input
 from . import figures
 from .runs import RunRecord, read_run
 
@@ -56,18 +55,12 @@ def load_runs(paths: Sequence[str | Path], allow_mixed: bool = False) -> list[Ru
 
 def read_latency(path: str | Path) -> dict:
     """A one-loop timing file (``latency_bB.json``); anything else is a one-line usage error."""
-    p = Path(path)
     hint = "give the latency_bB.json that scripts/frontier/latency.py writes"
-    if not p.is_file():
-        raise UsageError(f"--latency {p}: no such file; {hint}")
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--latency {p} is not readable JSON ({exc}); {hint}") from None
+    data = read_json_input(path, "--latency", hint)
     runs = data.get("runs") if isinstance(data, dict) else None
     if (not isinstance(runs, dict) or "batch" not in data or "reference" not in data
             or not all(isinstance(r, dict) and "latency_ratio" in r for r in runs.values())):
-        raise UsageError(f"--latency {p} is not a one-loop timing file; {hint}")
+        raise UsageError(f"--latency {Path(path)} is not a one-loop timing file; {hint}")
     return data
 
 

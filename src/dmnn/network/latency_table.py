@@ -33,7 +33,6 @@ paths) cost the sum of their paths, as :meth:`predict_ms` prices them. Channel-l
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from torch import Tensor
 
 from ..distributed.batch_stats import batch_means
 from ..errors import UsageError
+from ..files import read_json_input
 
 if TYPE_CHECKING:
     from .dynamic_net import DynamicNet
@@ -120,15 +120,8 @@ class LatencyTable:
     @classmethod
     def from_file(cls, path: str | Path, option: str = "--latency-table") -> LatencyTable:
         """Read a table; a missing or unreadable file is a one-line usage error on ``option``."""
-        p = Path(path)
-        if not p.is_file():
-            raise UsageError(f"{option} {p}: no such file; write one with "
-                             "`dmnn profile MODEL --out FILE.json`")
-        try:
-            data = json.loads(p.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"{option} {p} is not readable JSON ({exc})") from None
-        return cls(data, f"{option} {p}")
+        data = read_json_input(path, option, "write one with `dmnn profile MODEL --out FILE.json`")
+        return cls(data, f"{option} {Path(path)}")
 
     # --- what the table is for ------------------------------------------------------------------
     @property
