@@ -5,13 +5,13 @@ executor (fused, BN folded) actually runs: the stem, the head, and for every gat
 cost with every sub-block off (controller, shortcut and bookkeeping: ``base``) plus, for each gate
 pattern p, what running p's rows adds: ``call`` once per batch in which p occurs (kernel launches,
 gather and scatter set-up) and ``row`` per row, from p on 1 row and on B − 1 rows with the
-other rows off; the ``points`` measured between (B/4, B/2 rows) make it piecewise linear; and
-``full``, p on all B rows, which the executor runs without gathering (priced as inc(B), all
+other rows off; the ``points`` measured between (B/4, B/2 rows) make it piecewise linear.
+``full`` is p on all B rows, which the executor runs without gathering (priced as inc(B), all
 on looked dearer than it is, and the all-on fit below then priced every mixed batch 10-25 %
-short); and ``shared``, what each pattern timed alone paid that a block
-pays once however many patterns it runs (the copy of its output, the first touch of its input
-in cache): every pattern on an equal share of the rows at once, against each alone, per extra
-pattern (:func:`mixed_rows`; without it a mixed N = 2 batch was predicted 15-25 % long).
+short). ``shared`` is what each pattern timed alone paid that a block pays once however many
+patterns it runs (the copy of its output, the first touch of its input in cache): every
+pattern on an equal share of the rows at once, against each alone, per extra pattern
+(:func:`mixed_rows`; without it a mixed N = 2 batch was predicted 15-25 % long).
 A mixed batch with k_p rows of pattern p, m_l patterns in block l, costs
 
     scale · (stem + head + Σ_l [ base_l + Σ_{p: k_p > 0} inc_{l,p}(k_p) − (m_l − 1)⁺ shared_l ])
@@ -24,10 +24,10 @@ costs the sum of its paths (a per-path model, less exact). Each block is timed i
 forwards, every block forced to the same pattern and row count, by hooks before and after it
 (:class:`_BlockClock`: alone, a block paid another cache state than in its network).
 ``scale`` is what the parts miss in a whole forward (the network's loop, the cache effects of
-a chain of blocks): the measured all-on forward ÷ the
-sum of its parts, so the table reproduces all-on by construction and the check below tests it
-on other patterns. The table says how well it predicts: the predicted against the
-measured forward for forced random gates at several rates (median and worst relative error).
+a chain of blocks): the measured all-on forward ÷ the sum of its parts, so the table
+reproduces all-on by construction and the check below tests it on other patterns. The table
+says how well it predicts: the predicted against the measured forward for forced random gates
+at several rates (median and worst relative error).
 The static backbone (BN folded too) is timed in the same run, so every figure is also a ratio.
 Every part and every whole forward is timed in one rotated loop, so a slow phase of a shared
 machine slows them all alike (timed one after another, the parts and the check drifted apart).
@@ -145,7 +145,8 @@ def _network_variants(model: DynamicNet, batch: int, device: torch.device
             variants[f"{pattern_key(on)}@{k}"] = each(
                 lambda n, on=on, rows=rows: _fixed(batch, n, on if on in patterns(n) else (),
                                                    rows, device))
-    variants["mixed"] = each(lambda n: _mixed(batch, n, device))
+    if any(len(mixed_rows(batch, n)) > 1 for n in ns):  # a block that fits ``shared`` on it
+        variants["mixed"] = each(lambda n: _mixed(batch, n, device))
     return variants
 
 
