@@ -220,7 +220,7 @@ if [ "$PART" = latency ]; then  # one table per gated model, profiled once, befo
   LAT_TWIN=${LAT_TWIN:-0.75}; LAT_LOW=${LAT_LOW:-0.65}
   mkdir -p "$GROUP/tables"
   for m in dmnn_resnet20 aig_resnet20; do
-    [ -f "$GROUP/tables/$m.json" ] || $DMNN profile $m --batch 32 --input-size 32 --threads 1 \
+    [ -f "$GROUP/tables/$m.json" ] || $DMNN profile $m --batch 32 --input-size 32 --threads 1 --repeats 100 --warmup 10 \
       --out "$GROUP/tables/$m.json" > "$GROUP/tables/$m.log" 2>&1
   done
 fi
