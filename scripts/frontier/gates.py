@@ -22,11 +22,11 @@ not given now are kept, so a table outlives the run folders):
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from pathlib import Path
 
 import torch
 
+from dmnn.evaluation.metrics import gate_patterns
 from dmnn.evaluation.restore import load_for_eval
 from dmnn.execution.forcing import force_gates
 from dmnn.train.checkpoint import read_checkpoint
@@ -46,7 +46,7 @@ def inspect(run: Path) -> dict[str, object]:
     if not model.gated_blocks:
         raise SystemExit(f"error: {run} is a static run: it has no gates to inspect")
     margins: list[torch.Tensor] = []
-    patterns: Counter[tuple[int, ...]] = Counter()
+    patterns: list[torch.Tensor] = []
     rates: list[torch.Tensor] = []
     n_sub = model.gated_blocks[0].num_sub_blocks
     correct = {"own gates": 0, "all on": 0} | ({"first sub-block only": 0} if n_sub == 2 else {})
@@ -62,7 +62,7 @@ def inspect(run: Path) -> dict[str, object]:
         if block_margins:
             margins.append(torch.cat(block_margins, dim=1))
         gates = torch.cat([g.flatten(1) for g in routing.gates if g is not None], dim=1)
-        patterns.update(tuple(int(v) for v in row) for row in gates.round().tolist())
+        patterns.append(gates.round())
         rates.append(gates.sum(0))
         correct["own gates"] += int((logits.argmax(1) == y).sum())
         with force_gates(model, "on"):
@@ -72,15 +72,14 @@ def inspect(run: Path) -> dict[str, object]:
                 correct["first sub-block only"] += int((model(x).argmax(1) == y).sum())
         seen += len(y)
     m = torch.cat(margins).abs() if margins else torch.zeros(1)
-    top = patterns.most_common(1)[0][1] / seen
+    histogram = gate_patterns([torch.cat(patterns)])
     rate = torch.stack(rates).sum(0) / seen
     rate = rate.view(-1, n_sub) if n_sub == 2 else rate.view(-1, 1)
     return {
         "run": run.name, "model": meta["model"], "median": float(m.median()),
-        "share_below_1": float((m < 1).float().mean()), "patterns": len(patterns),
-        "top_share": top, "rates": rate,
-        "histogram": [count / seen for _, count in patterns.most_common(5)],
-        "common": sum(count / seen >= 0.05 for count in patterns.values()),
+        "share_below_1": float((m < 1).float().mean()), "patterns": histogram["distinct"],
+        "top_share": histogram["top_shares"][0], "rates": rate,
+        "histogram": histogram["top_shares"], "common": histogram["at_least_5pct"],
         "first sub-block only": None,  # N ≠ 2: replaced below where it applies
         **{k: 100 * v / seen for k, v in correct.items()},
     }

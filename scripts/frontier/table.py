@@ -12,7 +12,9 @@ table from what is committed. Then writes ``DEST/table.md``: top-1, MACs as a fr
 static ResNet-20 (the network a user would deploy instead; counted from the modules by the MACs
 table), the static frontier's top-1 at the same MACs (piecewise linear between the ungated runs:
 backbones at any width and twins with k of N sub-blocks), the difference, the last epoch's training
-top-1 and hours. Runs named ``NAME_sK`` are seeds of ``NAME``: a second table gives their mean and
+top-1, hours and, for gated runs that recorded it, the gate-pattern histogram's summary
+(``gate_patterns``: distinct patterns, those taken by at least 5 % of test images, the top
+pattern's share). Runs named ``NAME_sK`` are seeds of ``NAME``: a second table gives their mean and
 spread.
 
 Every run is shown as today's default gate calibration leaves it: a run calibrated before
@@ -93,6 +95,7 @@ def main(dest: str, *sources: str) -> None:
             "top1": 100 * shown["top1"], "macs": shown["macs_mean"] / reference,
             "train_top1": None if train_top1 is None else 100 * train_top1,
             "hours": run.metrics.get("train_seconds", 0.0) / 3600,
+            "patterns": shown.get("gate_patterns"),
             "epochs": run.metrics.get("epochs"),
             "source": Path(run.config["init_from"]).name if run.config.get("init_from") else None,
         })
@@ -118,8 +121,8 @@ def main(dest: str, *sources: str) -> None:
         "counts its source's epochs, `source+own`; seeds averaged; their upper envelope), top-1 "
         "interpolated piecewise-linearly at that MACs.", "",
         "| run | model | epochs | top-1 % | MACs ÷ ResNet-20 | static frontier there | Δ top-1 "
-        "| train top-1 % (last epoch) | hours |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| train top-1 % (last epoch) | hours | gate patterns: all, ≥ 5 % (top share) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (not r["static"], -r["macs"], r["name"])):
         ref = None if r["static"] else interpolate(static[r["budget"]], r["macs"])
@@ -127,8 +130,12 @@ def main(dest: str, *sources: str) -> None:
         delta = "" if ref is None else f"{r['top1'] - ref:+.2f}"
         train = "–" if r["train_top1"] is None else f"{r['train_top1']:.2f}"
         mark = " †" if r["kept"] else ""
+        pats = r["patterns"]  # recorded by runs since #32; "" for static and older runs
+        routing = "" if not pats else (f"{pats['distinct']}, {pats['at_least_5pct']} "
+                                       f"({pats['top_shares'][0]:.2f})")
         lines.append(f"| {r['name']} | {r['model']} | {r['shown']} | {r['top1']:.2f}{mark} | "
-                     f"{r['macs']:.3f} | {there} | {delta} | {train} | {r['hours']:.2f} |")
+                     f"{r['macs']:.3f} | {there} | {delta} | {train} | {r['hours']:.2f} "
+                     f"| {routing} |")
     kept = [r for r in rows if r["kept"]]
     if kept:
         lines += ["", f"† Trained thresholds kept: the run was calibrated before "

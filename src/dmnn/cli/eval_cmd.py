@@ -79,6 +79,11 @@ def eval_cmd(
                    "`dmnn bench --checkpoint` measures it")
     for block, rates in summary["exec_rate_sub_block"].items():
         typer.echo(f"  block {block:>3}: " + " ".join(f"{r:.2f}" for r in rates))
+    if "gate_patterns" in summary:
+        pats = summary["gate_patterns"]
+        typer.echo(f"gate patterns: {pats['distinct']} distinct, {pats['at_least_5pct']} taken by "
+                   "≥ 5 % of images; most common: "
+                   + " ".join(f"{v:.3f}" for v in pats["top_shares"]))
     typer.echo(f"per-sample file: {summary['per_sample_file']}")
 
 

@@ -100,13 +100,30 @@ def gather_record(record: EvalRecord, total: int) -> EvalRecord:
     )
 
 
+def gate_patterns(gates: Sequence[Tensor | None], head: int = 5) -> dict[str, Any]:
+    """The gate-pattern histogram: is the routing per image, or one static choice for all?
+
+    A pattern is one image's on/off row over every gated block. Returns the number of distinct
+    patterns, how many of them at least 5 % of the images take (#32's per-image test: at least
+    4), and the shares of the ``head`` most common (1.0 first: static routing in effect)."""
+    rows = [g.to(torch.uint8).flatten(1) for g in gates if g is not None]
+    if not rows:
+        return {"distinct": 1, "at_least_5pct": 1, "top_shares": [1.0]}
+    _, counts = torch.cat(rows, dim=1).unique(dim=0, return_counts=True)
+    shares = counts.double() / counts.sum()
+    top = shares.sort(descending=True).values[:head]
+    return {"distinct": int(counts.numel()), "at_least_5pct": int((shares >= 0.05).sum()),
+            "top_shares": [round(v, 4) for v in top.tolist()]}
+
+
 def summarize_record(
     record: EvalRecord, model: DynamicNet, input_size: int, category_names: Sequence[str] = (),
     latency: LatencyTable | None = None,
 ) -> dict[str, Any]:
-    """Top-1/5, MACs mean ± std and ratios, execution rates per block, sub-block and category;
-    with a ``latency`` table, the predicted latency ratio to the static backbone at the table's
-    batch size (``latency_ratio``, consecutive batches of the split)."""
+    """Top-1/5, MACs mean ± std and ratios, execution rates per block, sub-block and category,
+    the gate-pattern histogram (:func:`gate_patterns`); with a ``latency`` table, the predicted
+    latency ratio to the static backbone at the table's batch size (``latency_ratio``,
+    consecutive batches of the split)."""
     table = model.macs_table(input_size)
     n = record.labels.numel()
     macs = record.macs
@@ -130,6 +147,8 @@ def summarize_record(
     gated = [(i, g.float()) for i, g in enumerate(record.gates) if g is not None]
     out["exec_rate_block"] = {str(i): g.mean().item() for i, g in gated}
     out["exec_rate_sub_block"] = {str(i): g.mean(dim=0).tolist() for i, g in gated}
+    if gated:
+        out["gate_patterns"] = gate_patterns(record.gates)
     per_cat: dict[str, dict[str, float]] = {}
     for c in record.categories.unique().tolist():
         mask = record.categories == c
