@@ -16,6 +16,7 @@ from dmnn.cli import app
 HERE = Path(__file__).parent / "fixtures" / "legacy"
 MODELS = ("resnet20", "twin_resnet20", "dmnn_resnet20", "aig_resnet20", "drnet_resnet20",
           "lcnet_resnet20")
+ADDED_SINCE = ("gate_patterns",)  # summary keys newer than the fixtures: checked on their own
 
 
 def same(a, b, path=""):
@@ -41,9 +42,17 @@ def test_legacy_checkpoint_evaluates_to_the_same_numbers(name, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(out.with_suffix(".json").read_text())
     summary.pop("per_sample_file")
+    added = {k: summary.pop(k) for k in ADDED_SINCE if k in summary}
     same(expected["summary"], summary)
     from safetensors.torch import load_file
 
+    from dmnn.evaluation.metrics import gate_patterns
+
     per_sample = load_file(str(out.with_suffix(".safetensors")))
+    blocks = sorted(int(k.split(".")[1]) for k in per_sample if k.startswith("gates."))
+    gates = [per_sample[f"gates.{i}"] for i in blocks]
+    assert ("gate_patterns" in added) == bool(gates)  # every gated model's summary has one
+    if gates:
+        assert added["gate_patterns"] == gate_patterns(gates)
     assert per_sample["predictions"].tolist() == expected["predictions"]
     same(expected["macs"], per_sample["macs"].tolist())
