@@ -291,3 +291,22 @@ def test_report_places_each_run_on_the_static_frontier_at_one_loops_latency(run,
         assert result.exit_code == 2 and needle in result.stderr, result.output
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_frontier_table_divides_every_row_by_the_largest_static_backbone(tmp_path):
+    # a shallower ResNet is a point of the ResNet-20 frontier, not its own reference (1.000)
+    from dmnn.registry import create_model
+    script = FRONTIER / "table.py"
+    full = {m: create_model(m, num_classes=10).macs_table(32).full for m in ("resnet20", "resnet8")}
+    for name, model, top1 in (("resnet20", "resnet20", 0.90), ("resnet8", "resnet8", 0.80)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"model": model, "dataset": "cifar10", "top1": top1, "macs_mean": full[model],
+             "epochs": 2, "config": {"model": model, "dataset": "cifar10"}}))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "table.md").read_text()
+    assert "| MACs ÷ ResNet-20 |" in text and "÷ the full static ResNet-20's" in text
+    row = next(r for r in text.splitlines() if r.startswith("| resnet8 |"))
+    assert f"| {full['resnet8'] / full['resnet20']:.3f} |" in row
+    assert full["resnet8"] / full["resnet20"] < 0.5

@@ -8,14 +8,15 @@ resnet20.json``: the earlier cpu-fast runs, same preset and seed, count as front
 every ``RUN/metrics.json``: copies the metrics (with the run's config and its last epoch's training
 top-1, ``train_top1_last``) to ``DEST/RUN.json``, so the results outlive the run folder; the copies
 already in DEST count too (a fresh copy replaces one), so ``table.py DEST`` alone rebuilds the
-table from what is committed. Then writes ``DEST/table.md``: top-1, MACs as a fraction of the full
-static ResNet-20 (the network a user would deploy instead; counted from the modules by the MACs
-table), the static frontier's top-1 at the same MACs (piecewise linear between the ungated runs:
-backbones at any width and twins with k of N sub-blocks), the difference, the last epoch's training
-top-1, hours and, for gated runs that recorded it, the gate-pattern histogram's summary
-(``gate_patterns``: distinct patterns, those taken by at least 5 % of test images, the top
-pattern's share). Runs named ``NAME_sK`` are seeds of ``NAME``: a second table gives their mean and
-spread.
+table from what is committed. Then writes ``DEST/table.md``: top-1, MACs as a fraction of the
+largest full static backbone among the runs (ResNet-20 for the ResNet-20 groups, ResNet-56 for the
+deep one: the network a user would deploy instead; counted from the modules by the MACs table; a
+shallower static ResNet is a point below 1, not its own reference), the static frontier's top-1 at
+the same MACs (piecewise linear between the ungated runs: backbones at any width and depth, twins
+with k of N sub-blocks), the difference, the last epoch's training top-1, hours and, for gated runs
+that recorded it, the gate-pattern histogram's summary (``gate_patterns``: distinct patterns, those
+taken by at least 5 % of test images, the top pattern's share). Runs named ``NAME_sK`` are seeds of
+``NAME``: a second table gives their mean and spread.
 
 Every run is shown as today's default gate calibration leaves it: a run calibrated before
 ``--calibration-slack`` existed whose ratio on the calibration images was already within the
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from dmnn.evaluation.figures import interpolate, pareto
 from dmnn.evaluation.runs import RunRecord, read_run
+from dmnn.registry import backbone_of
 from dmnn.train.config import TrainConfig
 
 DEFAULT_SLACK: float = TrainConfig.calibration_slack
@@ -49,6 +51,11 @@ def as_today(metrics: dict, config: dict) -> tuple[dict, bool]:
         return metrics, False
     return {**metrics, **{k: kept[k] for k in ("top1", "macs_mean", "macs_std") if k in kept},
             "calibrated_top1": metrics["top1"]}, True
+
+
+def display(backbone: str) -> str:
+    """``resnet56`` → ``ResNet-56`` (other names as registered)."""
+    return re.sub(r"^resnet(\d+)", r"ResNet-\1", backbone)
 
 
 def seed_group(name: str) -> str:
@@ -87,18 +94,23 @@ def main(dest: str, *sources: str) -> None:
             metrics = dict(run.metrics, config=run.config, train_top1_last=train_top1)
             (out / f"{run.name}.json").write_text(
                 json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        reference = run.static_macs()
         shown, kept = as_today(run.metrics, run.config)
         rows.append({
             "name": run.name, "model": run.model, "static": run.is_static, "kept": kept,
             "calibrated": 100 * run.metrics["top1"],
-            "top1": 100 * shown["top1"], "macs": shown["macs_mean"] / reference,
+            "top1": 100 * shown["top1"], "macs": shown["macs_mean"],
+            "backbone": (backbone_of(run.model), run.static_macs()),
             "train_top1": None if train_top1 is None else 100 * train_top1,
             "hours": run.metrics.get("train_seconds", 0.0) / 3600,
             "patterns": shown.get("gate_patterns"),
             "epochs": run.metrics.get("epochs"),
             "source": Path(run.config["init_from"]).name if run.config.get("init_from") else None,
         })
+    # one reference for every row: the largest static backbone (ties: the first name)
+    backbone, reference = max((r["backbone"] for r in rows if r["backbone"][1]),
+                              key=lambda b: (b[1], b[0]), default=("resnet20", 1))
+    for r in rows:
+        r["macs"] /= reference
     epochs = {r["name"]: r["epochs"] for r in rows}
     for r in rows:  # a warm start's budget counts its source's epochs too
         r["budget"] = r["epochs"] + (epochs.get(r["source"]) or 0)
@@ -116,12 +128,12 @@ def main(dest: str, *sources: str) -> None:
         # run folders are copied into DEST: name only the result files read from elsewhere
         f"Runs in {', '.join(f'`{s}`' for s in (*files, f'{dest}/*.json'))} "
         "(`scripts/frontier/table.py`). MACs: "
-        "mean per image ÷ the full "
-        "static ResNet-20's; frontier: the ungated runs of the same epoch budget (a warm start "
+        f"mean per image ÷ the full static {display(backbone)}'s; frontier: the ungated runs of "
+        "the same epoch budget (a warm start "
         "counts its source's epochs, `source+own`; seeds averaged; their upper envelope), top-1 "
         "interpolated piecewise-linearly at that MACs.", "",
-        "| run | model | epochs | top-1 % | MACs ÷ ResNet-20 | static frontier there | Δ top-1 "
-        "| train top-1 % (last epoch) | hours | gate patterns: all, ≥ 5 % (top share) |",
+        f"| run | model | epochs | top-1 % | MACs ÷ {display(backbone)} | static frontier there "
+        "| Δ top-1 | train top-1 % (last epoch) | hours | gate patterns: all, ≥ 5 % (top share) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (not r["static"], -r["macs"], r["name"])):
@@ -151,7 +163,7 @@ def main(dest: str, *sources: str) -> None:
     seeded = {k: v for k, v in groups.items() if len(v) > 1}
     if seeded:
         lines += ["", "Seeds (`NAME`, `NAME_s1`, …): mean and spread (max − min).", "",
-                  "| run | seeds | top-1 % mean | spread | MACs ÷ ResNet-20 mean |",
+                  f"| run | seeds | top-1 % mean | spread | MACs ÷ {display(backbone)} mean |",
                   "|---|---:|---:|---:|---:|"]
         for name, runs in sorted(seeded.items()):
             tops = [r["top1"] for r in runs]
