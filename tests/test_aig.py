@@ -51,6 +51,39 @@ def test_target_rate_loss_by_hand():
     assert out.total.item() == pytest.approx(torch.log(torch.tensor(10.0)).item() + 0.125)
 
 
+def test_dual_step_integrates_the_mean_rate_gap_and_is_checkpointed():
+    # z = 0.75 and 0.25 (mean 0.5 = t: no pull) then all on (mean 1, gap 0.4 from t = 0.6)
+    table = dmnn.create_model("aig_resnet20").macs_table()
+
+    def routing(gates):
+        return Routing(gates=gates + [None] * 7, probs=[None] * 9, category_logits=[None] * 9,
+                       macs=torch.zeros(4), table=table, stages=[0] * 9)
+
+    on = [torch.ones(4, 1, requires_grad=True), torch.ones(4, 1, requires_grad=True)]
+    logits, labels = torch.zeros(4, 10, requires_grad=True), torch.zeros(4, dtype=torch.long)
+    loss = AIGLoss(0.6, dual_step=0.5)
+    first = loss(logits, routing(on), labels)
+    assert loss.state_dict()["dual"] == pytest.approx(0.5 * 0.4)  # λ: 0, then one step η·gap
+    second = loss(logits, routing(on), labels)
+    assert (second.total - first.total).item() == pytest.approx(0.2 * 0.4)  # + λ·gap
+    assert second.parts["dual"].item() == pytest.approx(0.2)
+    resumed = AIGLoss(0.6, dual_step=0.5)
+    resumed.load_state_dict(loss.state_dict())
+    assert resumed.state_dict() == loss.state_dict() == {"dual": pytest.approx(0.4)}
+    with torch.no_grad():  # evaluation does not move λ
+        loss(logits.detach(), routing([g.detach() for g in on]), labels)
+    assert loss.state_dict()["dual"] == pytest.approx(0.4)
+    plain = AIGLoss(0.6)(logits, routing(on), labels)  # η = 0: the paper's loss, no λ
+    assert "dual" not in plain.parts and plain.total.item() == pytest.approx(first.total.item())
+
+
+def test_dual_step_is_one_option_of_both_gated_methods():
+    cfg = resolve_config(None, None, {"model": "aig_resnet20", "dual_step": 0.1})
+    assert cfg.options.dual_step == 0.1
+    assert resolve_config(None, None, {"model": "dmnn_resnet20", "dual_step": 0.2}) \
+        .options.dual_step == 0.2
+
+
 def test_aig_trains_through_the_engine_toward_its_target(tmp_path):
     cfg = resolve_config(None, None, {
         "dataset": "digits", "model": "aig_resnet20", "batch_size": 32, "epochs": 3,

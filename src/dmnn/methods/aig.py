@@ -23,7 +23,8 @@ from ..checks import check_rate, option
 from ..network.gate import Gate, GateDecision
 from ..network.gumbel import on_gates
 from ..network.routing import Routing, execution_rates
-from .base import GumbelGates, Loss, LossOutput, Method, RunSettings
+from .base import DualStep, GumbelGates, Loss, LossOutput, Method, RunSettings
+from .objective import DualAscent, gates_learn
 
 
 class AIGGate(Gate):
@@ -58,7 +59,7 @@ class AIGGate(Gate):
 
 
 @dataclass(frozen=True)
-class AIGOptions(GumbelGates):
+class AIGOptions(GumbelGates, DualStep):
     """Keyword arguments of every ``aig_*`` model."""
 
     gate_hidden: int = option(16, min=1, help="ConvNet-AIG: gate hidden width.")
@@ -74,11 +75,21 @@ def target_rate_loss(gates: Sequence[Tensor | None], target: float) -> Tensor:
 
 class AIGLoss(Loss):
     """L = α_cls·CE + α_res·mean_l (t − z_l)²; with ``--budget latency``,
-    α_res·(expected latency fraction − t)² in place of the rate term."""
+    α_res·(expected latency fraction − t)² in place of the rate term. With ``dual_step`` η > 0
+    (not in the paper) also α_res·λ·gap, λ += η·gap (:class:`DualAscent`), the gap being the
+    mean execution rate's (or the latency fraction's) distance from t."""
 
-    def __init__(self, target: float, alpha_res: float = 1.0, alpha_cls: float = 1.0) -> None:
+    def __init__(self, target: float, alpha_res: float = 1.0, alpha_cls: float = 1.0,
+                 dual_step: float = 0.0) -> None:
         check_rate(target, "target rate t")
         self.target, self.alpha_res, self.alpha_cls = target, alpha_res, alpha_cls
+        self.multiplier = DualAscent(dual_step)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"dual": float(self.multiplier)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.multiplier.value = float(state.get("dual", 0.0))
 
     def terms(
         self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None
@@ -86,10 +97,18 @@ class AIGLoss(Loss):
         cls = F.cross_entropy(logits, labels)
         if self.budget.name == "macs":
             rate = target_rate_loss(routing.gates, self.target)
+            gated = any(g is not None for g in routing.gates)
+            gap = execution_rates(routing.gates).mean() - self.target if gated else None
         else:  # a time budget has no per-block rate: the square of its fraction's gap
-            rate = (self.fraction(routing) - self.target) ** 2
-        total = self.alpha_cls * cls + self.alpha_res * rate
-        parts = {"cls": cls.detach(), "target": rate.detach(), "total": total.detach()}
+            gap = self.fraction(routing) - self.target
+            rate = gap ** 2
+        parts = {"cls": cls.detach(), "target": rate.detach()}
+        res = rate
+        if self.multiplier.step and gap is not None:
+            term, parts["dual"] = self.multiplier.term(gap, gates_learn(logits, routing))
+            res = res + term
+        total = self.alpha_cls * cls + self.alpha_res * res
+        parts["total"] = total.detach()
         return LossOutput(total=total, parts=parts)
 
 
@@ -102,7 +121,7 @@ class AIG(Method):
 
     def build_loss(self, cfg: RunSettings, total_steps: int) -> Loss:
         return AIGLoss(cfg.loss.target_rate, alpha_res=cfg.loss.alpha_res,
-                       alpha_cls=cfg.loss.alpha_cls)
+                       alpha_cls=cfg.loss.alpha_cls, dual_step=cfg.options.dual_step)
 
     def calibration_metric(self, cfg: RunSettings) -> str:
         """Its loss targets the execution rate, so calibration holds that at r."""

@@ -103,6 +103,16 @@ class GumbelGates(MethodOptions):
                                         "(dmnn_*, aig_*; positive: start mostly on).")
 
 
+@dataclass(frozen=True)
+class DualStep(MethodOptions):
+    """The dual multiplier on the budget's gap, shared by DMNN and ConvNet-AIG
+    (:class:`~dmnn.methods.objective.DualAscent`)."""
+
+    dual_step: float = option(0.0, min=0.0, model=False, help=(
+        "Step η of the multiplier λ on the budget's gap (dmnn_*: the MACs or latency fraction − "
+        "r; aig_*: the mean execution rate or the latency fraction − t); 0: the papers' losses."))
+
+
 class Loss:
     """A method's training loss: :meth:`terms` is the method's own objective; calling the loss
     adds the shared levers (:class:`~dmnn.methods.objective.Levers`, set by

@@ -33,6 +33,7 @@ from ..network.gate import Gate, GateDecision
 from ..network.gumbel import on_gates
 from ..network.routing import MACS_SCOPES, Routing, execution_rates
 from .base import (
+    DualStep,
     EpochSetup,
     GumbelGates,
     Loss,
@@ -42,6 +43,7 @@ from .base import (
     RunSettings,
     SubBlocks,
 )
+from .objective import DualAscent, gates_learn
 
 if TYPE_CHECKING:
     from ..data import DataBundle
@@ -165,7 +167,7 @@ class DMNNController(Gate):
 
 
 @dataclass(frozen=True)
-class DMNNOptions(SubBlocks, GumbelGates):
+class DMNNOptions(SubBlocks, GumbelGates, DualStep):
     """Every option of DMNN: the keyword arguments of every ``dmnn_*`` model (N, d, the
     previous-state input, K, τ, the gates' initial bias) and, ``model=False``, its training
     specifics and its loss terms (eqns 9–16) with our two routing guards."""
@@ -190,8 +192,6 @@ class DMNNOptions(SubBlocks, GumbelGates):
         "DMNN: network (default) | dynamic: what f_total covers."))
     path_balance: float = option(0.0, min=0.0, model=False, help=(
         "DMNN: weight of the per-sub-block rate term (0: the paper's loss)."))
-    dual_step: float = option(0.0, min=0.0, model=False, help=(
-        "DMNN: step of the MACs-ratio multiplier (0: the paper's loss)."))
 
     def make_gate(self, index: int, in_channels: int, num_sub_blocks: int, width: int) -> Gate:
         return DMNNController(
@@ -258,13 +258,18 @@ class DMNNLoss(Loss):
 
     def __init__(self, options: DMNNOptions, loss: LossConfig | None = None) -> None:
         self.options, self.config = options, loss or LossConfig()
-        self.dual: Tensor | float = 0.0  # λ (a float64 tensor on the device once training runs)
+        self.multiplier = DualAscent(options.dual_step)
+
+    @property
+    def dual(self) -> float:
+        """λ."""
+        return float(self.multiplier)
 
     def state_dict(self) -> dict[str, float]:
-        return {"dual": float(self.dual)}
+        return {"dual": self.dual}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.dual = float(state.get("dual", 0.0))
+        self.multiplier.value = float(state.get("dual", 0.0))
 
     def terms(
         self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None
@@ -288,15 +293,9 @@ class DMNNLoss(Loss):
             res = res + l_flops
             parts["flops" if self.budget.name == "macs" else "latency"] = l_flops.detach()
             if opts.dual_step:
-                gap = fraction - cfg.target_rate
-                dual = torch.as_tensor(self.dual, dtype=torch.float64, device=gap.device)
-                res = res + dual.to(gap.dtype) * gap
-                parts["dual"] = dual.detach().clone()
-                # only a training step whose gates can follow (not eval, not forced gates);
-                # kept on the device: no host sync per step
-                if logits.requires_grad and any(g is not None and g.requires_grad
-                                                for g in routing.gates):
-                    self.dual = dual + opts.dual_step * gap.detach().double()
+                term, parts["dual"] = self.multiplier.term(fraction - cfg.target_rate,
+                                                           gates_learn(logits, routing))
+                res = res + term
             if opts.path_balance:
                 l_bal = path_balance_loss(routing.gates, e)
                 res = res + opts.path_balance * l_bal

@@ -84,6 +84,37 @@ class LossOutput:
     parts: dict[str, Tensor] = field(default_factory=dict)  # detached, for logging
 
 
+class DualAscent:
+    """λ·gap added to a resource loss, and λ += η·gap after every training step (dual ascent).
+
+    Why: a quadratic resource term alone pulls with 2·gap, which vanishes near the target, so
+    the classification loss's steady pull toward more compute leaves the budget off target by a
+    margin that depends on the data (ConvNet-AIG under ``--budget latency`` stayed up to 0.1 off
+    its target on the full schedule); λ integrates the error until the mean is on target.
+    λ lives on the device (no host sync per step) and is checkpointed through the loss's
+    ``state_dict`` (exact resume)."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.value: Tensor | float = 0.0  # λ (a float64 tensor on the device once training runs)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def term(self, gap: Tensor, learning: bool) -> tuple[Tensor, Tensor]:
+        """(λ·gap for the loss, λ as used, for logging); ``learning``: a training step whose
+        gates can follow (not eval, not forced gates), the only kind that moves λ."""
+        dual = torch.as_tensor(self.value, dtype=torch.float64, device=gap.device)
+        if learning:
+            self.value = dual + self.step * gap.detach().double()
+        return dual.to(gap.dtype) * gap, dual.detach().clone()
+
+
+def gates_learn(logits: Tensor, routing: Routing) -> bool:
+    """Whether a step trains gates that can follow a budget term (not eval, not forced)."""
+    return logits.requires_grad and any(g is not None and g.requires_grad for g in routing.gates)
+
+
 class MacsBudget:
     """The paper's resource: f / f_total, the MACs fraction (eqn 13; ``scope`` as in
     :meth:`~dmnn.network.routing.Routing.macs_fraction`)."""
