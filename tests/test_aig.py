@@ -52,7 +52,7 @@ def test_target_rate_loss_by_hand():
 
 
 def test_dual_step_integrates_the_mean_rate_gap_and_is_checkpointed():
-    # z = 0.75 and 0.25 (mean 0.5 = t: no pull) then all on (mean 1, gap 0.4 from t = 0.6)
+    # two gated blocks, all on: mean execution rate 1, gap 0.4 from t = 0.6
     table = dmnn.create_model("aig_resnet20").macs_table()
 
     def routing(gates):

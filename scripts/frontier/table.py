@@ -107,8 +107,8 @@ def main(dest: str, *sources: str) -> None:
             "source": Path(run.config["init_from"]).name if run.config.get("init_from") else None,
         })
     # one reference for every row: the largest static backbone (ties: the first name)
-    backbone, reference = max((r["backbone"] for r in rows if r["backbone"][1]),
-                              key=lambda b: (b[1], b[0]), default=("resnet20", 1))
+    backbone, reference = max((r["backbone"] for r in rows), key=lambda b: (b[1], b[0]),
+                              default=("resnet20", 1))
     for r in rows:
         r["macs"] /= reference
     epochs = {r["name"]: r["epochs"] for r in rows}

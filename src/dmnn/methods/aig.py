@@ -86,10 +86,10 @@ class AIGLoss(Loss):
         self.multiplier = DualAscent(dual_step)
 
     def state_dict(self) -> dict[str, float]:
-        return {"dual": float(self.multiplier)}
+        return self.multiplier.state_dict()
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.multiplier.value = float(state.get("dual", 0.0))
+        self.multiplier.load_state_dict(state)
 
     def terms(
         self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None

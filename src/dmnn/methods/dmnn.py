@@ -266,10 +266,10 @@ class DMNNLoss(Loss):
         return float(self.multiplier)
 
     def state_dict(self) -> dict[str, float]:
-        return {"dual": self.dual}
+        return self.multiplier.state_dict()
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.multiplier.value = float(state.get("dual", 0.0))
+        self.multiplier.load_state_dict(state)
 
     def terms(
         self, logits: Tensor, routing: Routing, labels: Tensor, categories: Tensor | None = None

@@ -101,6 +101,13 @@ class DualAscent:
     def __float__(self) -> float:
         return float(self.value)
 
+    def state_dict(self) -> dict[str, float]:
+        """λ as the owning loss checkpoints it."""
+        return {"dual": float(self.value)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state.get("dual", 0.0))
+
     def term(self, gap: Tensor, learning: bool) -> tuple[Tensor, Tensor]:
         """(λ·gap for the loss, λ as used, for logging); ``learning``: a training step whose
         gates can follow (not eval, not forced gates), the only kind that moves λ."""
